@@ -1,0 +1,72 @@
+"""The `mixq` command. Each subcommand lives in its own module with ``add_parser`` and ``run``;
+modules are imported only when their subcommand runs, so `mixq train` never imports OpenVINO or pyiqa."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS = {
+    "models": ("mixq_nncf.cli.models_cmd", "list model presets: parameters, scale, stage map"),
+    "quantize": ("mixq_nncf.cli.quantize_cmd", "post-training quantize a model with per-layer bit widths"),
+    "train": ("mixq_nncf.cli.train_cmd", "quantization-aware training with GAN losses"),
+    "export": ("mixq_nncf.cli.export_cmd", "export an OpenVINO IR, check parity, audit runtime precision"),
+    "bench": ("mixq_nncf.cli.bench_cmd", "OpenVINO CPU latency/throughput against fp32 peers"),
+    "eval": ("mixq_nncf.cli.eval_cmd", "score a model or images: PSNR/SSIM, fidelity, NIQE, NRQM, PI, LPIPS"),
+    "upscale": ("mixq_nncf.cli.upscale_cmd", "upscale images with an OpenVINO IR (tiled)"),
+    "run": ("mixq_nncf.cli.run_cmd", "config -> quantize -> train -> export -> benchmark -> report"),
+    "demo": ("mixq_nncf.cli.run_cmd", "the embedded offline demo: four variants of Real-ESRGAN x4plus"),
+}
+
+
+class UserError(Exception):
+    """An error the user can fix; printed without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mixq",
+        description="Mixed-precision quantization of super-resolution GAN generators with NNCF, "
+                    "exported to OpenVINO and measured on the CPU.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module, _name=name)
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            p.set_defaults(_missing=True)
+            continue
+        mod.add_parser(p, name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    if getattr(args, "_missing", False):
+        print(f"mixq {args.command}: not available in this build", file=sys.stderr)
+        return 2
+    mod = importlib.import_module(args._module)
+    from ..config import ConfigError
+    from ..errors import MixqError
+
+    try:
+        return int(mod.run(args) or 0)
+    except (ConfigError, MixqError, UserError) as exc:
+        print(f"mixq {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mixq {args.command}: interrupted; finished outputs are kept, re-run to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

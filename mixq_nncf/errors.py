@@ -1,0 +1,25 @@
+"""User-facing errors: each names the problem and the fix; the CLI prints them without a traceback."""
+
+
+class MixqError(Exception):
+    """Base of every error the user can act on."""
+
+
+class CheckpointError(MixqError):
+    """A checkpoint does not fit the model (keys or shapes)."""
+
+
+class DataError(MixqError):
+    """An image or dataset cannot be used (unreadable, too small, empty folder)."""
+
+
+class MissingFileError(MixqError):
+    """An external file (weights, metric model) is not where we looked; says what to put where."""
+
+
+class ScopeError(MixqError):
+    """A scope pattern matches no layer."""
+
+
+class ParityError(MixqError):
+    """An exported IR disagrees with the torch model beyond tolerance."""

@@ -1,0 +1,88 @@
+"""Generator presets and their stage maps.
+
+A *layer* is a Conv2d module addressed by its BasicSR module name; every layer belongs to exactly
+one of the four stages (feature_extraction, body, upsampling, reconstruction) declared by its
+generator class in ``STAGES``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from .blocks import STAGE_NAMES
+from .edsr import EDSR
+from .msrresnet import MSRResNet
+from .rrdbnet import RRDBNet
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    arch: type[nn.Module]
+    kwargs: dict[str, Any]
+    scale: int
+    description: str
+    embedded_weights: str | None = None  # name understood by models.pretrained
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+PRESETS: dict[str, ModelPreset] = {
+    "msrresnet_x2": ModelPreset(MSRResNet, dict(upscale=2), 2, "SRGAN generator (MSRResNet 64ch/16 blocks) x2"),
+    "msrresnet_x3": ModelPreset(MSRResNet, dict(upscale=3), 3, "SRGAN generator (MSRResNet 64ch/16 blocks) x3"),
+    "msrresnet_x4": ModelPreset(MSRResNet, dict(upscale=4), 4, "SRGAN generator (MSRResNet 64ch/16 blocks) x4"),
+    "rrdbnet_x2": ModelPreset(RRDBNet, dict(scale=2), 2, "ESRGAN generator (RRDBNet 64ch/23 blocks/gc32) x2"),
+    "rrdbnet_x4": ModelPreset(RRDBNet, dict(scale=4), 4, "ESRGAN generator (RRDBNet 64ch/23 blocks/gc32) x4"),
+    "realesrgan_x4plus": ModelPreset(RRDBNet, dict(scale=4), 4,
+                                     "Real-ESRGAN x4plus (RRDBNet 23 blocks), embedded pretrained weights",
+                                     embedded_weights="realesrgan-x4plus"),
+    "realesrgan_x4plus_anime": ModelPreset(RRDBNet, dict(scale=4, num_block=6), 4,
+                                           "Real-ESRGAN x4plus-anime (RRDBNet 6 blocks), embedded pretrained weights",
+                                           embedded_weights="realesrgan-x4plus-anime"),
+    "edsr_m_x2": ModelPreset(EDSR, dict(upscale=2), 2, "EDSR-M baseline (64ch/16 blocks) x2"),
+    "edsr_m_x3": ModelPreset(EDSR, dict(upscale=3), 3, "EDSR-M baseline (64ch/16 blocks) x3"),
+    "edsr_m_x4": ModelPreset(EDSR, dict(upscale=4), 4, "EDSR-M baseline (64ch/16 blocks) x4"),
+    "edsr_l_x2": ModelPreset(EDSR, dict(upscale=2, num_feat=256, num_block=32, res_scale=0.1), 2, "EDSR-L (256ch/32 blocks) x2"),
+    "edsr_l_x3": ModelPreset(EDSR, dict(upscale=3, num_feat=256, num_block=32, res_scale=0.1), 3, "EDSR-L (256ch/32 blocks) x3"),
+    "edsr_l_x4": ModelPreset(EDSR, dict(upscale=4, num_feat=256, num_block=32, res_scale=0.1), 4, "EDSR-L (256ch/32 blocks) x4"),
+}
+
+
+def build_generator(name: str, **overrides: Any) -> nn.Module:
+    """Build a preset's architecture (random init); ``overrides`` change constructor args (e.g. tiny widths)."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown model '{name}'; choose one of: {', '.join(sorted(PRESETS))}")
+    preset = PRESETS[name]
+    return preset.arch(**{**preset.kwargs, **overrides})
+
+
+def conv_layers(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def stage_map(model: nn.Module) -> dict[str, list[str]]:
+    """Stage -> conv layer names, from the generator's STAGES regexes. Every conv must land in one stage."""
+    stages = getattr(type(model), "STAGES", None)
+    if stages is None:
+        raise TypeError(f"{type(model).__name__} declares no STAGES")
+    out: dict[str, list[str]] = {s: [] for s in STAGE_NAMES}
+    for layer in conv_layers(model):
+        hits = [s for s in STAGE_NAMES if any(re.fullmatch(p, layer) for p in stages[s])]
+        if len(hits) != 1:
+            raise AssertionError(f"layer {layer} matches stages {hits}; STAGES of {type(model).__name__} is wrong")
+        out[hits[0]].append(layer)
+    return out
+
+
+def layer_stages(model: nn.Module) -> dict[str, str]:
+    """Conv layer name -> stage name."""
+    return {layer: stage for stage, layers in stage_map(model).items() for layer in layers}
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["PRESETS", "ModelPreset", "STAGE_NAMES", "build_generator", "conv_layers", "stage_map",
+           "layer_stages", "count_parameters", "MSRResNet", "RRDBNet", "EDSR"]
