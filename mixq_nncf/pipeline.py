@@ -1,0 +1,410 @@
+"""`mixq run`: config -> quantize -> train -> export -> audit -> benchmark -> evaluate -> report.
+
+Every step writes its artifacts atomically into the run folder and is skipped when they already exist, so an
+interrupted run resumes where it stopped (training resumes from its own checkpoint).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import Config, bits_name, dump_config, to_dict
+from .io_utils import atomic_write_json, atomic_write_text
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class VariantArtifacts:
+    name: str
+    folder: Path
+    recipe: str
+    checkpoint: Path | None = None
+    ir: Path | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    parity: dict[str, Any] = field(default_factory=dict)
+    audit: dict[str, Any] = field(default_factory=dict)
+    size: dict[str, Any] = field(default_factory=dict)
+
+
+def recipe_of(cfg: Config, plan: Any | None) -> str:
+    """Short words for a variant: 'fp32', 'PTQ int8', 'QAT int8 + int16 (3 layers)'."""
+    if cfg.compression is None or plan is None:
+        return "fp32"
+    counts: dict[str, int] = {}
+    for prec in plan.layers.values():
+        key = bits_name(prec.weight_bits) if prec.weight_bits == prec.act_bits else \
+            f"w{bits_name(prec.weight_bits)}/a{bits_name(prec.act_bits)}"
+        counts[key] = counts.get(key, 0) + 1
+    main = max(counts, key=counts.get)
+    rest = ", ".join(f"{k} x{n}" for k, n in counts.items() if k != main)
+    kind = "QAT" if cfg.training.iterations > 0 else "PTQ"
+    return f"{kind} {main}" + (f" + {rest}" if rest else "")
+
+
+def _ptq_key(cfg: Config, plan: Any) -> str:
+    """Variants whose PTQ differs only in bit widths share one calibration (bits change without re-calibration)."""
+    comp = to_dict(cfg.compression)
+    for k in ("stages", "scope_overrides"):
+        comp.pop(k, None)
+    comp["weights"].pop("bits", None)
+    comp["activations"].pop("bits", None)
+    fp32_layers = sorted(n for n, p in plan.layers.items() if p.weight_bits is None and p.act_bits is None)
+    blob = json.dumps({"model": to_dict(cfg.model), "data": to_dict(cfg.data), "input": to_dict(cfg.input_info),
+                       "compression": comp, "fp32": fp32_layers}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def _as_int8(plan: Any) -> Any:
+    from .quantize import LayerPrecision
+
+    layers = {n: LayerPrecision(None if p.weight_bits is None else 8, None if p.act_bits is None else 8)
+              for n, p in plan.layers.items()}
+    return replace(plan, layers=layers)
+
+
+def _probe_inputs(eval_pairs: list[dict], size: int, n: int = 4) -> list:
+    """Centre LR crops used to measure fidelity before/after training in torch (cheap, same for every variant)."""
+    out = []
+    for pair in eval_pairs[:n]:
+        lr = pair["lr"]
+        h, w = lr.shape[-2:]
+        s = min(size, h, w)
+        top, left = (h - s) // 2, (w - s) // 2
+        out.append(lr[..., top:top + s, left:left + s].unsqueeze(0))
+    return out
+
+
+def torch_fidelity(model, reference, inputs: list, crop_border: int) -> float:
+    """Mean PSNR-Y of ``model`` vs ``reference`` outputs on the same inputs."""
+    import torch
+
+    from .metrics import psnr_y
+
+    vals = []
+    with torch.no_grad():
+        for x in inputs:
+            vals.append(psnr_y(model(x).clamp(0, 1), reference(x).clamp(0, 1), crop_border))
+    return sum(vals) / len(vals)
+
+
+def run(cfg: Config, out_dir: Path, *, variants: list[str] | None = None, log: Log = print,
+        progress: bool = True) -> dict:
+    """Run every variant of ``cfg`` into ``out_dir`` and write report.json / report.md; returns the report dict."""
+    import torch
+
+    from . import data as data_mod
+    from .models import load_generator
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, out_dir / "config.json")
+    names = variants or cfg.variant_names()
+    vcfgs = {n: cfg.variant(n) for n in names}
+    t_start = time.perf_counter()
+
+    # 1. the fp32 model, data
+    log(f"[1/7] loading {cfg.model.arch} (weights: {cfg.model.weights})")
+    fp32 = load_generator(cfg.model.arch, cfg.model.args, cfg.model.weights)
+    scale = int(fp32.scale)
+    crop_border = cfg.eval.crop_border if cfg.eval.crop_border is not None else scale
+    eval_paths = data_mod.resolve_images(cfg.data.eval, "eval")
+    if cfg.data.eval_max_images:
+        eval_paths = eval_paths[: cfg.data.eval_max_images]
+    eval_pairs = [eval_set_item for eval_set_item in data_mod.EvalPairs(
+        eval_paths, scale, lr_paths=(data_mod.resolve_images(cfg.data.eval_lr, "eval") if cfg.data.eval_lr else None),
+        crop=cfg.data.eval_crop)]
+    probe = _probe_inputs(eval_pairs, cfg.input_info.sample_size[-1])
+    calibration = None
+
+    def _calib():
+        nonlocal calibration
+        if calibration is None:
+            calibration = data_mod.calibration_inputs(cfg.data.calibration or cfg.data.train,
+                                                      cfg.data.calibration_samples, cfg.data.calibration_patch,
+                                                      scale, cfg.data.seed)
+        return calibration
+
+    # 2-4. per variant: quantize, train, export, audit
+    arts: dict[str, VariantArtifacts] = {}
+    for i, name in enumerate(names):
+        vcfg = vcfgs[name]
+        folder = out_dir / "variants" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        dump_config(vcfg, folder / "config.json")
+        art = VariantArtifacts(name=name, folder=folder, recipe="fp32")
+        arts[name] = art
+        log(f"[2/7] variant {i + 1}/{len(names)} '{name}'")
+        model, plan = _quantized_model(vcfg, fp32, folder, out_dir / "cache", _calib, log)
+        art.recipe = recipe_of(vcfg, plan)
+        if vcfg.compression is not None and vcfg.training.iterations > 0:
+            model, art.training = _train(vcfg, model, fp32, folder, probe, crop_border, log)
+        art.checkpoint = folder / ("trained.pt" if art.training else "quantized.pt")
+        art.ir, art.parity = _export(vcfg, model, fp32, folder, eval_pairs, probe, log)
+        art.audit, art.size = _audit(vcfg, art.ir, folder, log)
+
+    # 5. benchmark, 6. evaluate, 7. report
+    baseline = next((n for n in names if vcfgs[n].compression is None), None)
+    bench = _benchmark(cfg, arts, fp32, baseline, out_dir, log, progress)
+    quality, per_image = _evaluate(cfg, arts, fp32, eval_pairs, crop_border, out_dir, log, progress)
+    report = _assemble(cfg, arts, bench, quality, baseline, scale, eval_paths, out_dir)
+    report["wall_s"] = round(time.perf_counter() - t_start, 1)
+    _figures(report, arts, eval_pairs, scale, out_dir)
+    from .report import render_markdown
+
+    atomic_write_json(out_dir / "report.json", report)
+    atomic_write_text(out_dir / "report.md", render_markdown(report))
+    log(f"[7/7] report written: {out_dir / 'report.md'}")
+    return report
+
+
+# ----------------------------------------------------------------------------------------------
+# steps
+
+def _quantized_model(cfg: Config, fp32, folder: Path, cache: Path, calibration: Callable[[], list], log: Log):
+    """PTQ (or fp32) model of a variant; shares calibration across variants that differ only in bits."""
+    from .quantize import apply_plan, load_quantized, quantize, resolve_plan, save_quantized
+
+    ckpt = folder / "quantized.pt"
+    if ckpt.exists():
+        log(f"      quantized model found: {ckpt}")
+        loaded = load_quantized(ckpt)
+        return loaded.model, loaded.plan
+    if cfg.compression is None:
+        save_quantized(fp32, ckpt, arch=cfg.model.arch, args=cfg.model.args, plan=None,
+                       meta={"variant": cfg.name, "weights": cfg.model.weights})
+        return fp32, None
+    plan = resolve_plan(fp32, cfg.compression)
+    base_ckpt = cache / f"ptq_{_ptq_key(cfg, plan)}.pt"
+    if base_ckpt.exists():
+        log(f"      reusing calibration {base_ckpt.name}")
+        model = load_quantized(base_ckpt).model
+    else:
+        log(f"      calibrating ({cfg.data.calibration_samples} LR crops of {cfg.data.calibration_patch} px)")
+        t0 = time.perf_counter()
+        int8_plan = _as_int8(plan)
+        model = quantize(fp32, int8_plan, calibration(), compression=cfg.compression,
+                         input_range=tuple(cfg.input_info.range))
+        save_quantized(model, base_ckpt, arch=cfg.model.arch, args=cfg.model.args, plan=int8_plan,
+                       meta={"calibration_s": time.perf_counter() - t0})
+    apply_plan(model, plan)
+    save_quantized(model, ckpt, arch=cfg.model.arch, args=cfg.model.args, plan=plan,
+                   meta={"variant": cfg.name, "weights": cfg.model.weights})
+    return model, plan
+
+
+def _train(cfg: Config, model, fp32, folder: Path, probe: list, crop_border: int, log: Log):
+    from .quantize import load_quantized
+    from .train import train
+
+    info_path = folder / "training.json"
+    final = folder / "train" / "final.pt"
+    if info_path.exists() and final.exists():
+        log(f"      trained model found: {final}")
+        return load_quantized(final).model, json.loads(info_path.read_text())
+    before = torch_fidelity(model, fp32, probe, crop_border)
+    log(f"      QAT: {cfg.training.iterations} steps (fidelity before {before:.2f} dB)")
+    t0 = time.perf_counter()
+    result = train(cfg, model=model, teacher=fp32, out_dir=folder / "train", resume=True)
+    trained = load_quantized(final).model
+    after = torch_fidelity(trained, fp32, probe, crop_border)
+    info = {"steps": cfg.training.iterations, "fidelity_before": before, "fidelity_after": after,
+            "wall_s": time.perf_counter() - t0, "probe": f"{len(probe)} centre LR crops of the eval images, torch",
+            "result": to_dict(result) if hasattr(result, "__dataclass_fields__") else str(result)}
+    atomic_write_json(info_path, info)
+    log(f"      QAT done: fidelity {before:.2f} -> {after:.2f} dB")
+    return trained, info
+
+
+def _export(cfg: Config, model, fp32, folder: Path, eval_pairs: list, probe: list, log: Log):
+    from .export import check_parity, export_ir
+
+    xml = folder / "model.xml"
+    parity_path = folder / "parity.json"
+    if xml.exists() and parity_path.exists():
+        log(f"      IR found: {xml}")
+        return xml, json.loads(parity_path.read_text())
+    log("      exporting OpenVINO IR")
+    meta = {"arch": cfg.model.arch, "args": cfg.model.args, "weights": cfg.model.weights, "variant": cfg.name}
+    export_ir(model, xml, example_input=probe[0], dynamic=cfg.export.dynamic_shape,
+              compact_16bit=cfg.export.compact_16bit, meta=meta)
+    images = [p for p in probe[: max(1, cfg.export.parity_images)]]
+    parity = check_parity(xml, model, images, reference_model=fp32 if cfg.compression is not None else None,
+                          tolerance_db=cfg.export.parity_tolerance_db, fp32_tolerance=cfg.export.fp32_tolerance)
+    parity_dict = to_dict(parity)
+    atomic_write_json(parity_path, parity_dict)
+    return xml, parity_dict
+
+
+def _audit(cfg: Config, xml: Path, folder: Path, log: Log):
+    from .audit import audit_runtime
+    from .export import ir_size
+
+    path = folder / "audit.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        return saved["audit"], saved["size"]
+    shape = tuple(cfg.input_info.sample_size)
+    audit = to_dict(audit_runtime(xml, input_shape=shape))
+    size = to_dict(ir_size(xml))
+    atomic_write_json(path, {"audit": audit, "size": size})
+    return audit, size
+
+
+def _benchmark(cfg: Config, arts: dict[str, VariantArtifacts], fp32, baseline: str | None, out_dir: Path,
+               log: Log, progress: bool) -> dict:
+    """All variant IRs and the peers timed in one interleaved run (ratios are only fair within one run)."""
+    from .bench import Target, benchmark, layer_time_shares, machine_info
+
+    path = out_dir / "bench.json"
+    names = list(arts)
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("variants") == names:
+            log("[5/7] benchmark found")
+            return saved
+    targets = [Target(name=n, kind="openvino", path=a.ir) for n, a in arts.items()]
+    peers = list(cfg.benchmark.peers)
+    peer_names: list[str] = []
+    if baseline is None and "ov_fp32" in peers:
+        from .export import export_ir
+
+        xml = out_dir / "peers" / "ov_fp32.xml"
+        if not xml.exists():
+            import torch
+
+            sample = torch.rand(*cfg.input_info.sample_size)
+            export_ir(fp32, xml, example_input=sample, dynamic=cfg.export.dynamic_shape, compact_16bit=False)
+        targets.append(Target(name="ov_fp32", kind="openvino", path=xml))
+        peer_names.append("ov_fp32")
+    if "torch_fp32" in peers:
+        targets.append(Target(name="torch_fp32", kind="torch", model=fp32))
+        peer_names.append("torch_fp32")
+    h, w = cfg.benchmark.input_size
+    log(f"[5/7] benchmarking {len(targets)} targets at 1x3x{h}x{w} (interleaved, {cfg.benchmark.iterations} runs each)")
+    stats = benchmark(targets, input_size=(h, w), threads=cfg.benchmark.threads, streams=cfg.benchmark.streams,
+                      iterations=cfg.benchmark.iterations, warmup=cfg.benchmark.warmup, progress=progress)
+    result: dict[str, Any] = {"variants": names, "peers": peer_names, "machine": to_dict(machine_info()),
+                              "settings": to_dict(cfg.benchmark), "stats": {s.name: to_dict(s) for s in stats},
+                              "fp32_time_share": {}}
+    for n, a in arts.items():
+        if n != baseline and a.audit.get("conv_fp32", 0):
+            shares = layer_time_shares(a.ir, (1, 3, h, w))
+            result["fp32_time_share"][n] = to_dict(shares)
+    atomic_write_json(path, result)
+    return result
+
+
+def _run_ir(compiled, lr):
+    import torch
+
+    out = compiled(lr.unsqueeze(0).numpy())[0]
+    return torch.from_numpy(out[0]).clamp(0, 1)
+
+
+def _evaluate(cfg: Config, arts: dict[str, VariantArtifacts], fp32, eval_pairs: list, crop_border: int,
+              out_dir: Path, log: Log, progress: bool) -> tuple[dict, list]:
+    """Score each variant's OpenVINO output: fidelity to the fp32 model, no-reference quality, and GT metrics."""
+    import csv
+    import io
+
+    import openvino as ov
+    import torch
+    from tqdm import tqdm
+
+    from .data import imresize
+    from .metrics import MetricSuite
+
+    path = out_dir / "eval" / "summary.json"
+    names = list(arts)
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("variants") == names:
+            log("[6/7] evaluation found")
+            return saved["quality"], saved["per_image"]
+    metric_names = list(cfg.eval.metrics)
+    suite = MetricSuite(metric_names, crop_border)
+    core = ov.Core()
+    log(f"[6/7] evaluating {len(names)} variants on {len(eval_pairs)} images ({', '.join(metric_names)})")
+    with torch.no_grad():
+        refs = [fp32(p["lr"].unsqueeze(0))[0].clamp(0, 1) for p in tqdm(eval_pairs, desc="fp32 reference",
+                                                                        disable=not progress)]
+    rows: list[dict] = []
+    bicubic = [imresize(p["lr"], fp32.scale).clamp(0, 1) for p in eval_pairs]
+    for name, a in [("bicubic", None)] + list(arts.items()):
+        compiled = None if a is None else core.compile_model(str(a.ir), "CPU")
+        for k, pair in enumerate(tqdm(eval_pairs, desc=f"eval {name}", disable=not progress)):
+            pred = bicubic[k] if compiled is None else _run_ir(compiled, pair["lr"])
+            scores = suite.score(pred, reference=refs[k], gt=pair.get("hr"))
+            rows.append({"variant": name, "image": pair["name"], **scores})
+    quality = {n: suite.summarize([r for r in rows if r["variant"] == n]) for n in ["bicubic"] + names}
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out_dir / "eval" / "per_image.csv", buf.getvalue())
+    atomic_write_json(path, {"variants": names, "quality": quality, "per_image": rows})
+    return quality, rows
+
+
+def _assemble(cfg: Config, arts: dict[str, VariantArtifacts], bench: dict, quality: dict, baseline: str | None,
+              scale: int, eval_paths: list, out_dir: Path) -> dict:
+    stats = bench["stats"]
+    variants = {}
+    for n, a in arts.items():
+        s = stats.get(n, {})
+        variants[n] = {
+            "recipe": a.recipe,
+            "ir": str(a.ir.relative_to(out_dir)),
+            "checkpoint": str(a.checkpoint.relative_to(out_dir)) if a.checkpoint else None,
+            "bin_bytes": a.size.get("bin_bytes"),
+            "bytes_by_precision": a.size.get("bytes_by_precision"),
+            "latency_median_ms": s.get("median_ms"),
+            "latency_p90_ms": s.get("p90_ms"),
+            "gmacs_per_s": s.get("gmac_per_s"),
+            "quality": quality.get(n, {}),
+            "runtime_precision": {k: v for k, v in a.audit.items() if isinstance(v, int)},
+            "runtime_fp32_convs": a.audit.get("fp32_convs", []),
+            "fp32_time_share": (bench.get("fp32_time_share", {}).get(n) or {}).get("fp32_share"),
+            "parity": a.parity,
+        }
+    peers = {p: {"latency_median_ms": stats[p].get("median_ms"), "latency_p90_ms": stats[p].get("p90_ms")}
+             for p in bench.get("peers", []) if p in stats}
+    notes = []
+    if "bicubic" in quality and quality["bicubic"]:
+        notes.append("Bicubic upscaling of the same inputs scores " + ", ".join(
+            f"{k} {v:.3f}" for k, v in quality["bicubic"].items() if isinstance(v, (int, float))) + ".")
+    return {
+        "name": cfg.name, "model": to_dict(cfg.model), "scale": scale, "baseline": baseline or "ov_fp32",
+        "machine": bench.get("machine", {}), "benchmark": to_dict(cfg.benchmark),
+        "eval": {"images": len(eval_paths), "source": cfg.data.eval, "crop_border": cfg.eval.crop_border or scale},
+        "variants": variants, "peers": peers,
+        "training": {n: a.training for n, a in arts.items() if a.training},
+        "notes": notes,
+    }
+
+
+def _figures(report: dict, arts: dict[str, VariantArtifacts], eval_pairs: list, scale: int, out_dir: Path) -> None:
+    import openvino as ov
+
+    from .data import imresize
+    from .report import save_side_by_side, save_tradeoff_plot
+
+    figs = out_dir / "figures"
+    report["figures"] = {}
+    if eval_pairs:
+        core = ov.Core()
+        pair = eval_pairs[0]
+        panels = [("bicubic", imresize(pair["lr"], scale).clamp(0, 1))]
+        for n, a in arts.items():
+            panels.append((n, _run_ir(core.compile_model(str(a.ir), "CPU"), pair["lr"])))
+        h, w = panels[0][1].shape[-2:]
+        size = min(160, h, w)
+        save_side_by_side(panels, figs / "crops.png", crop=((h - size) // 2, (w - size) // 2, size))
+        report["figures"]["side-by-side crops"] = "figures/crops.png"
+    save_tradeoff_plot(report, figs / "tradeoff.png")
+    report["figures"]["latency vs fidelity"] = "figures/tradeoff.png"
