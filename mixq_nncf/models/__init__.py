@@ -12,6 +12,8 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import MissingFileError
+
 from .blocks import STAGE_NAMES
 from .edsr import EDSR
 from .msrresnet import MSRResNet
@@ -80,9 +82,31 @@ def layer_stages(model: nn.Module) -> dict[str, str]:
     return {layer: stage for stage, layers in stage_map(model).items() for layer in layers}
 
 
+def load_generator(arch: str, args: dict | None = None, weights: str | None = "embedded") -> nn.Module:
+    """A preset with its weights, in eval mode. weights: 'embedded' (bundled Real-ESRGAN weights), a
+    checkpoint path (any layout of models.checkpoint), or None for random init."""
+    model = build_generator(arch, **(args or {}))
+    if weights == "embedded":
+        name = PRESETS[arch].embedded_weights
+        if name is None:
+            have = ", ".join(n for n, p in PRESETS.items() if p.embedded_weights)
+            raise MissingFileError(f"model '{arch}' has no embedded weights (only {have} do); set model.weights to "
+                                   "a checkpoint path (BasicSR, old ESRGAN/MMSR or EDSR-PyTorch layouts load) or null")
+        from .checkpoint import load_state_dict_strict
+        from .ncnn import find_embedded, ncnn_to_state_dict
+
+        param, binf = find_embedded(name)
+        load_state_dict_strict(model, ncnn_to_state_dict(param, binf, model), f"embedded weights {name}")
+    elif weights is not None:
+        from .checkpoint import load_checkpoint
+
+        load_checkpoint(model, weights)
+    return model.eval()
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
 __all__ = ["PRESETS", "ModelPreset", "STAGE_NAMES", "build_generator", "conv_layers", "stage_map",
-           "layer_stages", "count_parameters", "MSRResNet", "RRDBNet", "EDSR"]
+           "layer_stages", "count_parameters", "load_generator", "MSRResNet", "RRDBNet", "EDSR"]
