@@ -572,3 +572,32 @@ def plan_summary(plan: PrecisionPlan | None) -> dict:
 __all__ = ["LayerPrecision", "PrecisionPlan", "resolve_plan", "quantize", "apply_plan", "quantizer_table",
            "table_markdown", "save_quantized", "load_quantized", "QuantizedCheckpoint", "quantize_from_config",
            "QuantizeResult", "QuantizerRow", "match_scope", "quantizer_sites", "layer_bits", "to_dict"]
+
+
+def is_quantized(model: nn.Module) -> bool:
+    try:
+        return bool(_quantizer_modules(model))
+    except Exception:  # noqa: BLE001 - a plain torch model has no hook storage
+        return False
+
+
+def input_range_problems(qmodel: nn.Module, lo: float = 0.0, hi: float = 1.0,
+                         example_input: torch.Tensor | None = None) -> list[str]:
+    """Quantizers on the image input whose range is narrower than what images in [lo, hi] produce there.
+    Torch clamps to that range but OpenVINO drops 16-bit FakeQuantize, so such a model cannot match its IR."""
+    if not is_quantized(qmodel):
+        return []
+    example = example_input if example_input is not None else _example_input()
+    rows = [r for r in quantizer_table(qmodel, None, example) if r.model_input and r.bits is not None]
+    if not rows:
+        return []
+    modules = _quantizer_modules(qmodel)
+    extremes = _input_extremes(qmodel, [modules[r.quantizer] for r in rows], example, lo, hi)
+    problems = []
+    for r, (need_lo, need_hi) in zip(rows, extremes):
+        slack = 1e-4 * max(1.0, abs(need_hi - need_lo))
+        if r.range_low > need_lo + slack or r.range_high < need_hi - slack:
+            problems.append(f"input quantizer {r.quantizer} ({r.bits} bits) covers [{r.range_low:.4g}, "
+                            f"{r.range_high:.4g}] but images in [{lo}, {hi}] reach [{need_lo:.4g}, {need_hi:.4g}]; "
+                            "re-quantize with mixq (it pins this range) or fix input_info.range")
+    return problems

@@ -1,0 +1,210 @@
+"""OpenVINO IR export with compact 16-bit weights, a parity check after every export, and the size report.
+
+ov.convert_model stores FakeQuantize'd weights as 8-bit only when levels <= 256; 65536-level (16-bit) weights
+stay fp32. With compact_16bit they are rewritten as an i16 constant + Convert/Subtract/Multiply that yields
+exactly the 16-bit grid values (half the bytes, same compiled graph on the CPU).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import ParityError
+
+
+def _ov():
+    import openvino as ov
+
+    return ov
+
+
+def _compact_16bit_weights(model) -> int:
+    """Replace 65536-level FakeQuantize on constant weights by i16 storage; returns how many were rewritten."""
+    ov = _ov()
+    import openvino.opset13 as ops
+
+    rewritten = 0
+    for node in model.get_ordered_ops():
+        if node.get_type_name() != "FakeQuantize" or node.get_attributes().get("levels") != 65536:
+            continue
+        src = node.input_value(0).get_node()
+        if src.get_type_name() == "Convert":  # fp16-compressed constant
+            src = src.input_value(0).get_node()
+        if src.get_type_name() != "Constant":
+            continue
+        consts = [node.input_value(i).get_node() for i in range(1, 5)]
+        if any(c.get_type_name() != "Constant" for c in consts):
+            continue
+        w = src.get_data().astype(np.float64)
+        il, ih, ol, oh = (c.get_data().astype(np.float64) for c in consts)
+        levels = 65535.0
+        q = np.round((np.clip(w, il, ih) - il) / np.maximum(ih - il, 1e-30) * levels)
+        out_step = (oh - ol) / levels
+        stored = (q - 32768).astype(np.int16)
+        zero = (-32768.0 - ol / np.where(out_step == 0, 1, out_step)).astype(np.float32)
+        c16 = ops.constant(stored)
+        deq = ops.multiply(ops.subtract(ops.convert(c16, ov.Type.f32), ops.constant(zero)),
+                           ops.constant(out_step.astype(np.float32)))
+        for target in list(node.output(0).get_target_inputs()):
+            target.replace_source_output(deq.output(0))
+        rewritten += 1
+    return rewritten
+
+
+def export_ir(model: nn.Module, xml_path: str | Path, *, example_input: torch.Tensor, dynamic: bool = True,
+              compact_16bit: bool = True, meta: Optional[dict] = None) -> Path:
+    """Convert a (quantized or fp32) torch model to an IR; .xml, .bin and the sidecar .json appear atomically."""
+    ov = _ov()
+    xml_path = Path(xml_path)
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    shape = [1, 3, -1, -1] if dynamic else list(example_input.shape)
+    with torch.no_grad():
+        ov_model = ov.convert_model(model, example_input=example_input, input=[ov.PartialShape(shape)])
+    rewritten = _compact_16bit_weights(ov_model) if compact_16bit else 0
+    if rewritten:
+        ov_model.validate_nodes_and_infer_types()
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=xml_path.parent))
+    try:
+        tmp_xml = tmp / xml_path.name
+        ov.save_model(ov_model, str(tmp_xml), compress_to_fp16=False)
+        sidecar = dict(meta or {})
+        sidecar.update({"compact_16bit_weights": rewritten, "dynamic": dynamic,
+                        "openvino": ov.get_version(), "input_shape": shape})
+        tmp_xml.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
+        for suffix in (".bin", ".json", ".xml"):  # .xml last: its presence marks a complete export
+            os.replace(tmp_xml.with_suffix(suffix), xml_path.with_suffix(suffix))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return xml_path
+
+
+def read_meta(xml_path: str | Path) -> dict:
+    side = Path(xml_path).with_suffix(".json")
+    return json.loads(side.read_text()) if side.is_file() else {}
+
+
+# This CPU family defaults to bf16 inference for fp32 layers; pin f32 so "fp32" in every report means fp32.
+DEFAULT_CPU_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+def compile_ir(xml_path: str | Path, *, shape: Optional[tuple] = None, config: Optional[dict] = None):
+    """Compile for the CPU with f32 inference precision unless ``config`` says otherwise."""
+    ov = _ov()
+    core = ov.Core()
+    model = core.read_model(str(xml_path))
+    if shape is not None:
+        model.reshape({model.input(0).get_any_name(): ov.PartialShape(list(shape))})
+    return core.compile_model(model, "CPU", {**DEFAULT_CPU_CONFIG, **(config or {})})
+
+
+def run_ir(compiled, x: torch.Tensor) -> torch.Tensor:
+    """One inference; x is (N,3,H,W) or (3,H,W)."""
+    batch = x.unsqueeze(0) if x.dim() == 3 else x
+    out = compiled(batch.detach().cpu().numpy())[compiled.output(0)]
+    out = torch.from_numpy(np.asarray(out))
+    return out[0] if x.dim() == 3 else out
+
+
+# ----------------------------------------------------------------------------------------------
+# parity
+
+LOSSLESS_DB = 50.0
+
+
+@dataclass
+class ParityResult:
+    mode: str  # tensor (fp32 IR) | quality (quantized IR)
+    passed: bool
+    max_abs_diff: float
+    mean_abs_diff: float
+    torch_fidelity_db: Optional[float] = None
+    ir_fidelity_db: Optional[float] = None
+    tolerance: float = 0.0
+    images: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def check_parity(xml_path: str | Path, torch_model: nn.Module, images: list[torch.Tensor], *,
+                 reference_model: Optional[nn.Module] = None, tolerance_db: float = 0.2,
+                 fp32_tolerance: float = 1e-4, crop_border: int = 4, input_range: tuple = (0.0, 1.0),
+                 raise_on_failure: bool = True) -> ParityResult:
+    """fp32 IR (no reference_model): tensors must agree to fp32_tolerance. Quantized IR: its fidelity to the fp32
+    reference must be within tolerance_db of the torch quantized model's (rounding flips make tensors differ)."""
+    from .metrics import psnr_y
+    from .quantize import input_range_problems
+
+    problems = input_range_problems(torch_model, *input_range) if reference_model is not None else []
+    compiled = compile_ir(xml_path)
+    diffs, t_fid, ir_fid = [], [], []
+    with torch.no_grad():
+        for x in images:
+            x = x if x.dim() == 4 else x.unsqueeze(0)
+            t_out = torch_model(x)
+            ir_out = run_ir(compiled, x)
+            diffs.append((t_out - ir_out).abs())
+            if reference_model is not None:
+                ref = reference_model(x).clamp(0, 1)
+                t_fid.append(psnr_y(t_out.clamp(0, 1), ref, crop_border))
+                ir_fid.append(psnr_y(ir_out.clamp(0, 1), ref, crop_border))
+    max_diff = float(max(d.max() for d in diffs))
+    mean_diff = float(sum(d.mean() for d in diffs) / len(diffs))
+    if reference_model is None:
+        passed = max_diff <= fp32_tolerance
+        result = ParityResult("tensor", passed and not problems, max_diff, mean_diff, tolerance=fp32_tolerance,
+                              images=len(images), problems=problems)
+        if not passed:
+            result.problems.append(f"fp32 IR output differs from torch by up to {max_diff:.3g} "
+                                   f"(tolerance {fp32_tolerance:g})")
+    else:
+        tf, irf = sum(t_fid) / len(t_fid), sum(ir_fid) / len(ir_fid)
+        # above LOSSLESS_DB both outputs are within rounding noise of fp32 and dB differences mean nothing
+        passed = abs(tf - irf) <= tolerance_db or min(tf, irf) >= LOSSLESS_DB
+        result = ParityResult("quality", passed and not problems, max_diff, mean_diff, tf, irf, tolerance_db,
+                              len(images), problems)
+        if not passed:
+            result.problems.append(f"IR fidelity to fp32 is {irf:.2f} dB but the torch quantized model's is "
+                                   f"{tf:.2f} dB (tolerance {tolerance_db} dB)")
+    if raise_on_failure and not result.passed:
+        raise ParityError(f"{xml_path}: parity check failed: " + "; ".join(result.problems) +
+                          ". The IR does not behave like the torch model; do not deploy it.")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# size
+
+@dataclass
+class SizeReport:
+    bin_bytes: int
+    bytes_by_precision: dict[str, int]
+    ratio_to_fp32: Optional[float] = None
+
+
+def ir_size(xml_path: str | Path, fp32_xml: str | Path | None = None) -> SizeReport:
+    import xml.etree.ElementTree as ET
+
+    xml_path = Path(xml_path)
+    by_prec: dict[str, int] = {}
+    for layer in ET.parse(xml_path).getroot().iter("layer"):
+        if layer.get("type") != "Const":
+            continue
+        data = layer.find("data")
+        if data is None or data.get("size") is None:
+            continue
+        prec = data.get("element_type", "?")
+        by_prec[prec] = by_prec.get(prec, 0) + int(data.get("size"))
+    size = xml_path.with_suffix(".bin").stat().st_size
+    ratio = None
+    if fp32_xml is not None:
+        ratio = size / Path(fp32_xml).with_suffix(".bin").stat().st_size
+    return SizeReport(size, dict(sorted(by_prec.items(), key=lambda kv: -kv[1])), ratio)
