@@ -23,3 +23,7 @@ class ScopeError(MixqError):
 
 class ParityError(MixqError):
     """An exported IR disagrees with the torch model beyond tolerance."""
+
+
+class TrainingDiverged(MixqError):
+    """A loss became NaN/inf; the last good checkpoint is kept."""
