@@ -142,8 +142,8 @@ def run(cfg: Config, out_dir: Path, *, variants: list[str] | None = None, log: L
         model, plan = _quantized_model(vcfg, fp32, folder, out_dir / "cache", _calib, log)
         art.recipe = recipe_of(vcfg, plan)
         if vcfg.compression is not None and vcfg.training.iterations > 0:
-            model, art.training = _train(vcfg, model, fp32, folder, probe, crop_border, log)
-        art.checkpoint = folder / ("trained.pt" if art.training else "quantized.pt")
+            model, art.training = _train(vcfg, model, plan, fp32, folder, probe, crop_border, log)
+        art.checkpoint = folder / ("train/final.pt" if art.training else "quantized.pt")
         art.ir, art.parity = _export(vcfg, model, fp32, folder, eval_pairs, probe, log)
         art.audit, art.size = _audit(vcfg, art.ir, folder, log)
 
@@ -197,7 +197,7 @@ def _quantized_model(cfg: Config, fp32, folder: Path, cache: Path, calibration: 
     return model, plan
 
 
-def _train(cfg: Config, model, fp32, folder: Path, probe: list, crop_border: int, log: Log):
+def _train(cfg: Config, model, plan, fp32, folder: Path, probe: list, crop_border: int, log: Log):
     from .quantize import load_quantized
     from .train import train
 
@@ -209,7 +209,7 @@ def _train(cfg: Config, model, fp32, folder: Path, probe: list, crop_border: int
     before = torch_fidelity(model, fp32, probe, crop_border)
     log(f"      QAT: {cfg.training.iterations} steps (fidelity before {before:.2f} dB)")
     t0 = time.perf_counter()
-    result = train(cfg, model=model, teacher=fp32, out_dir=folder / "train", resume=True)
+    result = train(cfg, model=model, teacher=fp32, out_dir=folder / "train", resume=True, plan=plan)
     trained = load_quantized(final).model
     after = torch_fidelity(trained, fp32, probe, crop_border)
     info = {"steps": cfg.training.iterations, "fidelity_before": before, "fidelity_after": after,
@@ -250,6 +250,7 @@ def _audit(cfg: Config, xml: Path, folder: Path, log: Log):
         return saved["audit"], saved["size"]
     shape = tuple(cfg.input_info.sample_size)
     audit = to_dict(audit_runtime(xml, input_shape=shape))
+    audit.pop("ops", None)
     size = to_dict(ir_size(xml))
     atomic_write_json(path, {"audit": audit, "size": size})
     return audit, size
@@ -258,7 +259,8 @@ def _audit(cfg: Config, xml: Path, folder: Path, log: Log):
 def _benchmark(cfg: Config, arts: dict[str, VariantArtifacts], fp32, baseline: str | None, out_dir: Path,
                log: Log, progress: bool) -> dict:
     """All variant IRs and the peers timed in one interleaved run (ratios are only fair within one run)."""
-    from .bench import Target, benchmark, layer_time_shares, machine_info
+    from .audit import layer_time_shares
+    from .bench import Target, benchmark, machine_info
 
     path = out_dir / "bench.json"
     names = list(arts)
@@ -300,10 +302,9 @@ def _benchmark(cfg: Config, arts: dict[str, VariantArtifacts], fp32, baseline: s
 
 
 def _run_ir(compiled, lr):
-    import torch
+    from .export import run_ir
 
-    out = compiled(lr.unsqueeze(0).numpy())[0]
-    return torch.from_numpy(out[0]).clamp(0, 1)
+    return run_ir(compiled, lr).clamp(0, 1)
 
 
 def _evaluate(cfg: Config, arts: dict[str, VariantArtifacts], fp32, eval_pairs: list, crop_border: int,
@@ -312,11 +313,11 @@ def _evaluate(cfg: Config, arts: dict[str, VariantArtifacts], fp32, eval_pairs: 
     import csv
     import io
 
-    import openvino as ov
     import torch
     from tqdm import tqdm
 
     from .data import imresize
+    from .export import compile_ir
     from .metrics import MetricSuite
 
     path = out_dir / "eval" / "summary.json"
@@ -328,7 +329,6 @@ def _evaluate(cfg: Config, arts: dict[str, VariantArtifacts], fp32, eval_pairs: 
             return saved["quality"], saved["per_image"]
     metric_names = list(cfg.eval.metrics)
     suite = MetricSuite(metric_names, crop_border)
-    core = ov.Core()
     log(f"[6/7] evaluating {len(names)} variants on {len(eval_pairs)} images ({', '.join(metric_names)})")
     with torch.no_grad():
         refs = [fp32(p["lr"].unsqueeze(0))[0].clamp(0, 1) for p in tqdm(eval_pairs, desc="fp32 reference",
@@ -336,7 +336,7 @@ def _evaluate(cfg: Config, arts: dict[str, VariantArtifacts], fp32, eval_pairs: 
     rows: list[dict] = []
     bicubic = [imresize(p["lr"], fp32.scale).clamp(0, 1) for p in eval_pairs]
     for name, a in [("bicubic", None)] + list(arts.items()):
-        compiled = None if a is None else core.compile_model(str(a.ir), "CPU")
+        compiled = None if a is None else compile_ir(a.ir)
         for k, pair in enumerate(tqdm(eval_pairs, desc=f"eval {name}", disable=not progress)):
             pred = bicubic[k] if compiled is None else _run_ir(compiled, pair["lr"])
             scores = suite.score(pred, reference=refs[k], gt=pair.get("hr"))
@@ -389,19 +389,17 @@ def _assemble(cfg: Config, arts: dict[str, VariantArtifacts], bench: dict, quali
 
 
 def _figures(report: dict, arts: dict[str, VariantArtifacts], eval_pairs: list, scale: int, out_dir: Path) -> None:
-    import openvino as ov
-
     from .data import imresize
+    from .export import compile_ir
     from .report import save_side_by_side, save_tradeoff_plot
 
     figs = out_dir / "figures"
     report["figures"] = {}
     if eval_pairs:
-        core = ov.Core()
         pair = eval_pairs[0]
         panels = [("bicubic", imresize(pair["lr"], scale).clamp(0, 1))]
         for n, a in arts.items():
-            panels.append((n, _run_ir(core.compile_model(str(a.ir), "CPU"), pair["lr"])))
+            panels.append((n, _run_ir(compile_ir(a.ir), pair["lr"])))
         h, w = panels[0][1].shape[-2:]
         size = min(160, h, w)
         save_side_by_side(panels, figs / "crops.png", crop=((h - size) // 2, (w - size) // 2, size))

@@ -1,0 +1,6 @@
+"""`python -m mixq_nncf.cli ...` (used under torchrun)."""
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,60 @@
+"""`mixq bench IR... [--baseline IR]`: OpenVINO CPU latency, interleaved, with fp32 peers."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(p: argparse.ArgumentParser, name: str) -> None:
+    p.description = ("Time OpenVINO IRs on this CPU in one interleaved run (every round runs each target once, so "
+                     "noise hits all alike). Reports median / p90 latency, speed-up against --baseline, GMAC per "
+                     "image and achieved GMAC/s against this CPU's int8 peak. --torch-fp32 adds PyTorch eager fp32 "
+                     "(rebuilt from the IR's sidecar .json) as a peer.")
+    p.add_argument("irs", nargs="+", help="IR .xml files")
+    p.add_argument("--baseline", help="IR whose latency is 1.00x (default: the first)")
+    p.add_argument("--torch-fp32", action="store_true", help="also time the PyTorch eager fp32 model")
+    p.add_argument("--input-size", default="64x64", help="LR input HxW (default 64x64)")
+    p.add_argument("--threads", type=int, default=0, help="inference threads (0 = OpenVINO's latency default)")
+    p.add_argument("--streams", type=int, default=1, help="streams (with --threads)")
+    p.add_argument("--iterations", type=int, default=100, help="timed rounds (default 100)")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--throughput", action="store_true", help="also measure async throughput (frames/s)")
+    p.add_argument("--out", help="folder for bench.json and bench.md")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..bench import Target, benchmark, machine_info, stats_markdown
+    from ..config import to_dict
+    from ..export import read_meta
+    from ..io_utils import atomic_write_json, atomic_write_text
+
+    h, w = (int(v) for v in args.input_size.lower().split("x"))
+    paths = [Path(p) for p in args.irs]
+    if args.baseline and Path(args.baseline) not in paths:
+        paths.insert(0, Path(args.baseline))
+    for pth in paths:
+        if not pth.is_file():
+            from . import UserError
+
+            raise UserError(f"IR not found: {pth}")
+    names = [f"{p.parent.name}/{p.stem}" for p in paths]
+    targets = [Target(n, "openvino", p) for n, p in zip(names, paths)]
+    if args.torch_fp32:
+        from ..models import load_generator
+
+        meta = read_meta(paths[0])
+        targets.append(Target("torch_fp32", "torch", model=load_generator(meta["arch"], meta.get("args"),
+                                                                           meta.get("weights"))))
+    stats = benchmark(targets, input_size=(h, w), threads=args.threads, streams=args.streams,
+                      iterations=args.iterations, warmup=args.warmup, throughput=args.throughput)
+    machine = machine_info()
+    baseline = f"{Path(args.baseline).parent.name}/{Path(args.baseline).stem}" if args.baseline else names[0]
+    md = stats_markdown(stats, baseline, machine)
+    print(md)
+    if args.out:
+        out = Path(args.out)
+        atomic_write_json(out / "bench.json", {"machine": to_dict(machine), "baseline": baseline,
+                                               "input_size": [h, w], "stats": [to_dict(s) for s in stats]})
+        atomic_write_text(out / "bench.md", md + "\n")
+    return 0
