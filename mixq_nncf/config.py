@@ -62,6 +62,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if origin is Union:
         if value is None and type(None) in args:
             return None
+        concrete = [a for a in args if a is not type(None)]
+        if len(concrete) == 1:
+            return _convert(value, concrete[0], where)
         errors = []
         for arg in args:
             if arg is type(None):

@@ -1,0 +1,60 @@
+import glob
+import json
+
+import pytest
+
+from mixq_nncf.config import ConfigError, apply_overrides, load_config, parse_config, to_dict
+
+CONFIGS = sorted(glob.glob("configs/*.json")) + ["mixq_nncf/data_files/demo.json"]
+
+
+@pytest.mark.parametrize("path", CONFIGS)
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    for name in cfg.variant_names():
+        variant = cfg.variant(name)
+        assert parse_config(to_dict(variant)) == variant  # JSON round trip
+
+
+def test_unknown_key_names_key_and_choices():
+    with pytest.raises(ConfigError, match=r"unknown config key 'compression.scope_overide'.*scope_overrides"):
+        parse_config({"compression": {"scope_overide": {}}})
+
+
+def test_typo_stage_lists_stages():
+    with pytest.raises(ConfigError, match=r"unknown stage 'reconstuction'.*feature_extraction, body, upsampling"):
+        parse_config({"compression": {"stages": {"reconstuction": {"bits": 16}}}})
+
+
+def test_wrong_type_and_bad_precision():
+    with pytest.raises(ConfigError, match=r"training.iterations: expected an integer"):
+        parse_config({"training": {"iterations": "many"}})
+    with pytest.raises(ConfigError, match=r"unknown precision 'int9'"):
+        parse_config({"compression": {"weights": {"bits": "int9"}}})
+
+
+def test_set_overrides(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"model": {"arch": "msrresnet_x4"}}))
+    cfg = load_config(path, ["training.iterations=7", "model.arch=edsr_m_x4", "compression.stages={\"body\": {\"bits\": 4}}"])
+    assert cfg.training.iterations == 7 and cfg.model.arch == "edsr_m_x4"
+    assert cfg.compression.stages["body"].weight_bits(8) == 4
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        apply_overrides({}, ["training.iterations"])
+
+
+def test_variant_merge_and_fp32():
+    cfg = parse_config({"variants": {"fp32": {"compression": None}, "mixed": {"compression": {"stages": {"body": {"bits": 16}}}}}})
+    assert cfg.variant("fp32").compression is None
+    assert cfg.variant("mixed").compression.stages["body"].activation_bits(8) == 16
+    with pytest.raises(ConfigError, match="unknown variant 'int4'"):
+        cfg.variant("int4")
+    with pytest.raises(ConfigError, match="variants.bad: unknown config key"):
+        parse_config({"variants": {"bad": {"trainig": {}}}})
+
+
+def test_invalid_json_reports_position(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text("{\"model\": }")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_config(path)
