@@ -288,6 +288,7 @@ class TrainingSection:
     distill_only: bool = False  # train on teacher outputs only (no GT, no GAN): the offline default
     ema_decay: float = 0.0  # 0 disables generator EMA; BasicSR uses 0.999
     vgg_weights: Optional[str] = None
+    discriminator_weights: Optional[str] = None  # start D from a BasicSR net_d file instead of from scratch
     checkpoint_every: int = 500
     log_every: int = 10
     device: str = "auto"

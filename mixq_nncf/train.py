@@ -148,7 +148,12 @@ def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_di
     if use_gan:
         from .models.discriminator import VGGStyleDiscriminator
 
-        disc = VGGStyleDiscriminator(3, 64, input_size=t.patch_size).to(device).train()
+        disc = VGGStyleDiscriminator(3, 64, input_size=t.patch_size)
+        if t.discriminator_weights:
+            from .models.checkpoint import load_checkpoint
+
+            load_checkpoint(disc, t.discriminator_weights)
+        disc = disc.to(device).train()
     ema = copy.deepcopy(model).eval() if t.ema_decay > 0 else None
 
     g_params = [p for p in model.parameters() if p.requires_grad]

@@ -1,0 +1,94 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mixq_nncf.data import (EvalPairs, TrainPatches, calibration_inputs, imresize, list_images, load_image, make_lr,
+                            match_lr, offline_photos, photo_manifest, resolve_images, save_image)
+from mixq_nncf.errors import DataError
+
+
+def test_offline_split_is_fixed_disjoint_and_documented():
+    train, eval_ = offline_photos("train"), offline_photos("eval")
+    assert len(train) >= 6 and len(eval_) == 8
+    assert not set(train) & set(eval_)
+    assert all(r["licence"] for r in photo_manifest())
+
+
+def test_imresize_matches_matlab_convention():
+    img = torch.rand(3, 40, 36)
+    lr = imresize(img, 0.25)
+    assert lr.shape == (3, 10, 9)
+    # a constant image stays constant (weights sum to one, mirrored borders)
+    assert torch.allclose(imresize(torch.full((3, 16, 16), 0.3), 0.5), torch.full((3, 8, 8), 0.3), atol=1e-6)
+    # close to torch's antialiased bicubic (a=-0.75 there), but not the same kernel
+    ref = F.interpolate(img[None], size=(10, 9), mode="bicubic", antialias=True)[0]
+    diff = (lr - ref).abs().mean()
+    assert 0 < diff < 0.05
+    assert imresize(lr, 4).shape == (3, 40, 36)
+
+
+def test_make_lr_crops_to_scale_and_quantizes():
+    lr = make_lr(torch.rand(3, 35, 42), 4)
+    assert lr.shape == (3, 8, 10)
+    assert torch.equal(lr, (lr * 255).round() / 255)
+
+
+def test_train_patches_are_aligned_and_deterministic():
+    paths = offline_photos("train")[:2]
+    ds = TrainPatches(paths, 4, 64, seed=3)
+    a, b = ds[5], TrainPatches(paths, 4, 64, seed=3)[5]
+    assert a["lr"].shape == (3, 16, 16) and a["hr"].shape == (3, 64, 64)
+    assert torch.equal(a["lr"], b["lr"])
+    assert not torch.equal(ds[5]["lr"], ds[6]["lr"])
+    # LR patch is the bicubic image of its HR patch, up to border effects
+    inner = (imresize(a["hr"], 0.25) - a["lr"]).abs()[:, 2:-2, 2:-2].mean()
+    assert inner < 0.02
+
+
+def test_eval_pairs_and_calibration():
+    pairs = EvalPairs(offline_photos("eval")[:1], 4, crop=128)
+    item = pairs[0]
+    assert item["hr"].shape == (3, 128, 128) and item["lr"].shape == (3, 32, 32)
+    calib = calibration_inputs("offline", 3, 24, 4)
+    assert [c.shape for c in calib] == [(1, 3, 24, 24)] * 3
+
+
+def test_corrupt_image_is_named(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(DataError, match="broken.png"):
+        load_image(bad)
+
+
+def test_image_smaller_than_patch_is_named(tmp_path):
+    small = tmp_path / "small.png"
+    save_image(torch.rand(3, 40, 50), small)
+    with pytest.raises(DataError, match=r"small.png is 50x40, smaller than the 64px training patch"):
+        TrainPatches([small], 4, 64)
+
+
+def test_empty_folder_is_named(tmp_path):
+    with pytest.raises(DataError, match=f"{tmp_path} holds no images"):
+        list_images(tmp_path)
+    with pytest.raises(DataError, match="dataset not found"):
+        resolve_images(str(tmp_path / "nope"))
+
+
+def test_dataset_layouts(tmp_path):
+    div2k = tmp_path / "DIV2K"
+    for sub in ("DIV2K_train_HR", "DIV2K_train_LR_bicubic/X4"):
+        (div2k / sub).mkdir(parents=True)
+    save_image(torch.rand(3, 16, 16), div2k / "DIV2K_train_HR" / "0001.png")
+    save_image(torch.rand(3, 4, 4), div2k / "DIV2K_train_LR_bicubic" / "X4" / "0001x4.png")
+    hr = resolve_images(str(div2k), "train")
+    assert [p.name for p in hr] == ["0001.png"]
+    assert [p.name for p in match_lr(hr, div2k / "DIV2K_train_LR_bicubic" / "X4", 4)] == ["0001x4.png"]
+    set5 = tmp_path / "Set5" / "image_SRF_4"
+    set5.mkdir(parents=True)
+    save_image(torch.rand(3, 16, 16), set5 / "img_001_SRF_4_HR.png")
+    save_image(torch.rand(3, 4, 4), set5 / "img_001_SRF_4_LR.png")
+    assert [p.name for p in resolve_images(str(tmp_path / "Set5"), "eval")] == ["img_001_SRF_4_HR.png"]
+    gt = tmp_path / "Set14" / "GTmod12"
+    gt.mkdir(parents=True)
+    save_image(torch.rand(3, 16, 16), gt / "baboon.png")
+    assert [p.name for p in resolve_images(str(tmp_path / "Set14"), "eval")] == ["baboon.png"]

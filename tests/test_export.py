@@ -1,0 +1,114 @@
+import pytest
+import torch
+
+from tiny_models import tiny
+from mixq_nncf.audit import audit_runtime, layer_time_shares
+from mixq_nncf.config import parse_config
+from mixq_nncf.errors import ParityError
+from mixq_nncf.export import check_parity, compile_ir, export_ir, ir_size, read_meta, run_ir
+from mixq_nncf.quantize import quantize, quantizer_table, resolve_plan
+from mixq_nncf.upscale import upscale_image
+
+MIXED = {"stages": {"feature_extraction": {"bits": 16}, "reconstruction": {"bits": 16}}}
+
+
+def _quantized(comp, calibration, arch="msrresnet_x4"):
+    torch.manual_seed(0)
+    from mixq_nncf.models import build_generator
+
+    model = build_generator(arch, num_feat=16, num_block=2).eval()
+    cfg = parse_config({"compression": comp})
+    return model, quantize(model, resolve_plan(model, cfg.compression), calibration, compression=cfg.compression)
+
+
+@pytest.fixture(scope="module")
+def irs(tmp_path_factory, calibration):
+    out = tmp_path_factory.mktemp("irs")
+    fp32, int8 = _quantized({}, calibration)
+    _, mixed = _quantized(MIXED, calibration)
+    ex = calibration[0]
+    return {
+        "models": {"fp32": fp32, "int8": int8, "mixed": mixed},
+        "fp32": export_ir(fp32, out / "fp32.xml", example_input=ex, meta={"arch": "msrresnet_x4"}),
+        "int8": export_ir(int8, out / "int8.xml", example_input=ex),
+        "mixed": export_ir(mixed, out / "mixed.xml", example_input=ex),
+        "mixed_fp32w": export_ir(mixed, out / "mixed_plain.xml", example_input=ex, compact_16bit=False),
+    }
+
+
+def test_parity_passes_for_fp32_int8_mixed(irs, photo_lr):
+    m = irs["models"]
+    fp = check_parity(irs["fp32"], m["fp32"], photo_lr[:2])
+    assert fp.mode == "tensor" and fp.max_abs_diff < 1e-4
+    for name in ("int8", "mixed"):
+        r = check_parity(irs[name], m[name], photo_lr[:2], reference_model=m["fp32"])
+        assert r.mode == "quality" and r.passed
+
+
+def test_parity_fails_on_broken_model(irs, photo_lr):
+    m = irs["models"]
+    broken = tiny()  # other weights than the exported IR
+    with pytest.raises(ParityError, match="differs from torch"):
+        check_parity(irs["fp32"], broken, photo_lr[:2])
+    import copy
+
+    bad = copy.deepcopy(m["int8"])
+    with torch.no_grad():
+        bad.conv_last.weight.mul_(-1)
+    with pytest.raises(ParityError, match="fidelity"):
+        check_parity(irs["int8"], bad, photo_lr[:2], reference_model=m["fp32"])
+
+
+def test_narrow_16bit_input_quantizer_is_caught(irs, photo_lr, tmp_path):
+    import copy
+
+    from mixq_nncf.quantize import _quantizer_modules
+
+    narrow = copy.deepcopy(irs["models"]["mixed"])
+    row = next(r for r in quantizer_table(narrow) if r.model_input)
+    assert row.bits == 16
+    _quantizer_modules(narrow)[row.quantizer].scale.data.fill_(0.5)
+    xml = export_ir(narrow, tmp_path / "narrow.xml", example_input=photo_lr[0])
+    with pytest.raises(ParityError, match="input quantizer"):
+        check_parity(xml, narrow, photo_lr[:2], reference_model=irs["models"]["fp32"])
+
+
+def test_audit_counts_int8_and_fp32_convs(irs):
+    int8 = audit_runtime(irs["int8"], (1, 3, 16, 16))
+    assert (int8.conv_int8, int8.conv_fp32) == (9, 0)
+    mixed = audit_runtime(irs["mixed"], (1, 3, 16, 16))
+    assert (mixed.conv_int8, mixed.conv_fp32) == (6, 3)
+    assert sorted(mixed.fp32_convs) == ["conv_first", "conv_hr", "conv_last"]
+    fp32 = audit_runtime(irs["fp32"], (1, 3, 16, 16))
+    assert (fp32.conv_int8, fp32.conv_fp32) == (0, 9)
+    shares = layer_time_shares(irs["mixed"], (1, 3, 16, 16), runs=2)
+    assert 0 < shares.fp32_share < 1 and len(shares.fp32_layers_ms) == 3
+
+
+def test_compact_16bit_weights_are_smaller_and_identical(irs, photo_lr):
+    compact, plain = ir_size(irs["mixed"]), ir_size(irs["mixed_fp32w"])
+    assert "i16" in compact.bytes_by_precision and "i16" not in plain.bytes_by_precision
+    assert compact.bin_bytes < plain.bin_bytes
+    assert read_meta(irs["mixed"])["compact_16bit_weights"] == 3
+    a, b = compile_ir(irs["mixed"]), compile_ir(irs["mixed_fp32w"])
+    x = photo_lr[0]
+    assert torch.allclose(run_ir(a, x), run_ir(b, x), atol=2e-3)
+
+
+def test_tiled_upscale_equals_untiled(irs):
+    img = torch.rand(3, 50, 70, generator=torch.Generator().manual_seed(0))
+    whole = upscale_image(irs["fp32"], img, 4, tile=0)
+    tiled = upscale_image(irs["fp32"], img, 4, tile=24, overlap=12)
+    assert whole.shape == (3, 200, 280)
+    assert (whole - tiled).abs().max() < 1e-4
+
+
+def test_bench_returns_sane_stats(irs):
+    from mixq_nncf.bench import Target, benchmark, machine_info
+
+    stats = benchmark([Target("fp32", "openvino", irs["fp32"]), Target("int8", "openvino", irs["int8"]),
+                       Target("torch", "torch", model=irs["models"]["fp32"])],
+                      input_size=(16, 16), iterations=3, warmup=1, progress=False)
+    assert [s.name for s in stats] == ["fp32", "int8", "torch"]
+    assert all(s.median_ms > 0 and s.n == 3 and s.gmac > 0 for s in stats)
+    assert machine_info().cores >= 1

@@ -1,0 +1,94 @@
+"""`mixq run` end to end on a tiny generator: real NNCF, real OpenVINO IRs, real pyiqa NIQE, real photos."""
+import json
+import shutil
+
+import pytest
+
+from tiny_models import TINY
+from mixq_nncf.cli import main
+
+TINY_RUN = {
+    "name": "tiny-run",
+    "model": {"arch": "msrresnet_x4", "args": TINY, "weights": None},
+    "data": {"calibration_samples": 4, "calibration_patch": 16, "eval_max_images": 2, "eval_crop": 128},
+    "input_info": {"sample_size": [1, 3, 24, 24]},
+    "compression": {"weights": {"bits": "int8"}, "activations": {"bits": "int8"}},
+    "training": {"iterations": 6, "batch_size": 2, "patch_size": 32, "lr_g": 1e-3, "distill_only": True,
+                 "perceptual_weight": 0.0, "gan_weight": 0.0, "pixel_weight": 0.0, "checkpoint_every": 3,
+                 "device": "cpu"},
+    "benchmark": {"input_size": [24, 24], "iterations": 3, "warmup": 1, "peers": ["torch_fp32"]},
+    "eval": {"metrics": ["fidelity_psnr", "niqe"]},
+    "variants": {
+        "fp32": {"compression": None, "training": {"iterations": 0}},
+        "ptq_int8": {"training": {"iterations": 0}},
+        "qat_mixed": {"compression": {"stages": {"feature_extraction": {"bits": "int16"},
+                                                 "reconstruction": {"bits": "int16"}}}},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    cfg = root / "tiny.json"
+    cfg.write_text(json.dumps(TINY_RUN))
+    out = root / "out"
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    return cfg, out
+
+
+def test_report_has_every_variant_with_measurements(tiny_run):
+    _, out = tiny_run
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["variants"]) == ["fp32", "ptq_int8", "qat_mixed"]
+    for name, v in report["variants"].items():
+        assert (out / v["ir"]).is_file() and (out / v["ir"]).with_suffix(".bin").stat().st_size == v["bin_bytes"]
+        assert v["latency_median_ms"] > 0
+        assert set(v["quality"]) >= {"fidelity_psnr", "niqe"}
+        assert v["parity"]["passed"], (name, v["parity"])
+    rp = {n: v["runtime_precision"] for n, v in report["variants"].items()}
+    assert rp["fp32"]["conv_int8"] == 0 and rp["ptq_int8"]["conv_fp32"] == 0 and rp["ptq_int8"]["conv_int8"] > 0
+    # int16 stages run as fp32 on the CPU plugin, and the report says so
+    assert rp["qat_mixed"]["conv_fp32"] == 3 and rp["qat_mixed"]["conv_int8"] == rp["ptq_int8"]["conv_int8"] - 3
+    assert report["variants"]["ptq_int8"]["bin_bytes"] < report["variants"]["fp32"]["bin_bytes"]
+    assert report["peers"]["torch_fp32"]["latency_median_ms"] > 0
+    assert report["training"]["qat_mixed"]["steps"] == 6
+    md = (out / "report.md").read_text()
+    for word in ("ptq_int8", "qat_mixed", "NIQE", report["machine"]["cpu"]):
+        assert word in md
+    assert (out / "figures" / "crops.png").stat().st_size > 1000
+    assert (out / "figures" / "tradeoff.png").stat().st_size > 1000
+
+
+def test_rerun_resumes_instead_of_starting_over(tiny_run, capsys):
+    cfg, out = tiny_run
+    ir = out / "variants" / "qat_mixed" / "model.xml"
+    stamp = ir.stat().st_mtime_ns
+    # an interruption after training: the evaluation and report are gone, everything before stays
+    shutil.rmtree(out / "eval")
+    (out / "report.json").unlink()
+    capsys.readouterr()
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "trained model found" in err and "IR found" in err and "benchmark found" in err
+    assert "calibrating" not in err and "QAT:" not in err
+    assert ir.stat().st_mtime_ns == stamp
+    assert json.loads((out / "report.json").read_text())["variants"]["qat_mixed"]["quality"]
+
+
+def test_run_config_errors_exit_cleanly(tmp_path, capsys):
+    bad = dict(TINY_RUN, trainig={"iterations": 1})
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    assert main(["run", str(path), "--out", str(tmp_path / "o")]) != 0
+    err = capsys.readouterr().err
+    assert "trainig" in err and "training" in err and "Traceback" not in err
+
+
+def test_run_missing_weights_exit_cleanly(tmp_path, capsys):
+    cfg = dict(TINY_RUN, model={"arch": "msrresnet_x4", "args": TINY, "weights": str(tmp_path / "gone.pth")})
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps(cfg))
+    assert main(["run", str(path), "--out", str(tmp_path / "o")]) != 0
+    err = capsys.readouterr().err
+    assert "gone.pth" in err and "Traceback" not in err
