@@ -291,6 +291,7 @@ class TrainingSection:
     discriminator_weights: Optional[str] = None  # start D from a BasicSR net_d file instead of from scratch
     checkpoint_every: int = 500
     log_every: int = 10
+    tensorboard: bool = False  # also log the loss terms to DIR/tensorboard (needs the tensorboard package)
     device: str = "auto"
     amp: bool = True
     seed: int = 0
@@ -306,8 +307,8 @@ class TrainingSection:
 class ExportSection:
     compact_16bit: bool = True
     dynamic_shape: bool = True
-    parity_images: int = 2
-    parity_tolerance_db: float = 0.2
+    parity_images: int = 4
+    parity_tolerance_db: float = 0.5
     fp32_tolerance: float = 1e-4
 
 
@@ -425,7 +426,39 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     return parse_config(apply_overrides(data, overrides or []))
 
 
-def dump_config(cfg: Config, path: str | Path) -> None:
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out or {prefix.rstrip("."): {}}
+    return {prefix.rstrip("."): d}
+
+
+def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+    """'key: old -> new' for every leaf that differs between two config dicts (top-level sections in ignore
+    skipped)."""
+    a, b = _flatten(old), _flatten(new)
+    return [f"{k}: {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}" for k in sorted(set(a) | set(b))
+            if a.get(k, "(unset)") != b.get(k, "(unset)") and k.split(".")[0] not in ignore]
+
+
+def dump_config(cfg: Config, path: str | Path, *, check_unchanged: bool = False,
+                ignore: tuple[str, ...] = ()) -> None:
+    """Write the resolved config; with check_unchanged, refuse to reuse a folder made by a different config
+    (sections in ``ignore`` do not matter to what the folder holds)."""
     from .io_utils import atomic_write_text
+
+    path = Path(path)
+    if check_unchanged and path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError:
+            old = None
+        changes = config_changes(old, to_dict(cfg), ignore) if isinstance(old, dict) else ["(unreadable config.json)"]
+        if changes:
+            shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+            raise ConfigError(f"{path.parent} holds results of a different config ({shown}). Resuming would mix "
+                              "them: use another --out, or delete that folder to start it over.")
 
     atomic_write_text(Path(path), json.dumps(to_dict(cfg), indent=2) + "\n")

@@ -135,7 +135,10 @@ def run(cfg: Config, out_dir: Path, *, variants: list[str] | None = None, log: L
         vcfg = vcfgs[name]
         folder = out_dir / "variants" / name
         folder.mkdir(parents=True, exist_ok=True)
-        dump_config(vcfg, folder / "config.json")
+        # benchmark / eval results live outside the variant folder and are checked on their own
+        unused = ("name", "description", "variants", "benchmark", "eval") + \
+            (("training",) if vcfg.compression is None or vcfg.training.iterations == 0 else ())
+        dump_config(vcfg, folder / "config.json", check_unchanged=True, ignore=unused)
         art = VariantArtifacts(name=name, folder=folder, recipe="fp32")
         arts[name] = art
         log(f"[2/7] variant {i + 1}/{len(names)} '{name}'")
@@ -266,7 +269,7 @@ def _benchmark(cfg: Config, arts: dict[str, VariantArtifacts], fp32, baseline: s
     names = list(arts)
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved.get("variants") == names:
+        if saved.get("variants") == names and saved.get("settings") == to_dict(cfg.benchmark):
             log("[5/7] benchmark found")
             return saved
     targets = [Target(name=n, kind="openvino", path=a.ir) for n, a in arts.items()]
@@ -324,7 +327,7 @@ def _evaluate(cfg: Config, arts: dict[str, VariantArtifacts], fp32, eval_pairs: 
     names = list(arts)
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved.get("variants") == names:
+        if saved.get("variants") == names and saved.get("metrics") == list(cfg.eval.metrics):
             log("[6/7] evaluation found")
             return saved["quality"], saved["per_image"]
     metric_names = list(cfg.eval.metrics)
@@ -347,7 +350,7 @@ def _evaluate(cfg: Config, arts: dict[str, VariantArtifacts], fp32, eval_pairs: 
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out_dir / "eval" / "per_image.csv", buf.getvalue())
-    atomic_write_json(path, {"variants": names, "quality": quality, "per_image": rows})
+    atomic_write_json(path, {"variants": names, "metrics": metric_names, "quality": quality, "per_image": rows})
     return quality, rows
 
 

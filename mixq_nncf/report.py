@@ -28,6 +28,13 @@ def _ratio(value: float | None, base: float | None) -> float | None:
     return value / base
 
 
+def _quality_cell(key: str, value: Any) -> str:
+    # pyiqa caps PSNR at 80 dB for identical images: an fp32 IR reproduces the torch model exactly
+    if key == "fidelity_psnr" and isinstance(value, (int, float)) and value >= 79.99:
+        return "exact"
+    return _fmt(value, ".4f" if "ssim" in key else ".3f")
+
+
 def variant_table(report: dict) -> str:
     """Markdown table in the layout of the mixed-quantization paper's Tables 2/3."""
     variants = report["variants"]
@@ -51,7 +58,7 @@ def variant_table(report: dict) -> str:
                _fmt(size_ratio and 100 * size_ratio, ".1f") + ("%" if size_ratio else ""), conv,
                _fmt(v.get("latency_median_ms"), ".1f"), _fmt(v.get("latency_p90_ms"), ".1f"),
                _fmt(speedup, ".2f") + ("x" if speedup else "")]
-        row += [_fmt(v.get("quality", {}).get(k), ".4f" if "ssim" in k else ".3f") for k in quality_keys]
+        row += [_quality_cell(k, v.get("quality", {}).get(k)) for k in quality_keys]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 

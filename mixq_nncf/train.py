@@ -84,16 +84,30 @@ def _batch(ds, step: int, batch_size: int, device: torch.device) -> dict:
 
 
 class _CsvLog:
-    def __init__(self, path: Path, enabled: bool, resume_step: int):
+    """train_log.csv (rewritten atomically at each checkpoint) and, optionally, TensorBoard scalars."""
+
+    def __init__(self, path: Path, enabled: bool, resume_step: int, tensorboard: bool = False):
         self.path, self.enabled = path, enabled
         self.rows: list[dict] = []
         if enabled and resume_step and path.is_file():
             with path.open() as f:
                 self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        self.tb = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise MixqError("training.tensorboard is true but the tensorboard package is not installed: "
+                                "pip install tensorboard, or set training.tensorboard to false") from None
+            self.tb = SummaryWriter(str(path.parent / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
 
     def add(self, row: dict) -> None:
         if self.enabled:
             self.rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, row["step"])
 
     def flush(self) -> None:
         if not self.enabled or not self.rows:
@@ -101,6 +115,8 @@ class _CsvLog:
         keys = list(dict.fromkeys(k for r in self.rows for k in r))
         lines = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in self.rows]
         atomic_write_text(self.path, "\n".join(lines) + "\n")
+        if self.tb is not None:
+            self.tb.flush()
 
 
 def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_dir: str | Path,
@@ -205,7 +221,7 @@ def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_di
             "opt_d": opt_d.state_dict() if opt_d else None, "sched_d": sched_d.state_dict() if sched_d else None,
             "rng": _rng_state(), "config": to_dict(cfg)})
 
-    log = _CsvLog(out_dir / "train_log.csv", is_main, start)
+    log = _CsvLog(out_dir / "train_log.csv", is_main, start, t.tensorboard)
     bar = tqdm(range(start, t.iterations), initial=start, total=t.iterations, desc="QAT",
                disable=not (progress and is_main))
     t0 = time.perf_counter()

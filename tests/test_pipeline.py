@@ -92,3 +92,15 @@ def test_run_missing_weights_exit_cleanly(tmp_path, capsys):
     assert main(["run", str(path), "--out", str(tmp_path / "o")]) != 0
     err = capsys.readouterr().err
     assert "gone.pth" in err and "Traceback" not in err
+
+
+def test_rerun_with_changed_config_refuses_to_mix_results(tiny_run, capsys):
+    cfg, out = tiny_run
+    changed = json.loads(cfg.read_text())
+    changed["training"]["lr_g"] = 5e-4
+    path = cfg.with_name("changed.json")
+    path.write_text(json.dumps(changed))
+    capsys.readouterr()
+    assert main(["run", str(path), "--out", str(out)]) != 0
+    err = capsys.readouterr().err
+    assert "qat_mixed" in err and "training.lr_g: 0.001 -> 0.0005" in err and "another --out" in err

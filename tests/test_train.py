@@ -121,8 +121,9 @@ class _Killed(Exception):
 
 def test_resume_after_kill_matches_uninterrupted(tmp_path):
     cfg = _cfg({"pixel_weight": 1.0, "distill_weight": 0.5, "gan_weight": 0.01, "iterations": 12,
-                "checkpoint_every": 4, "ema_decay": 0.9})
+                "checkpoint_every": 4, "ema_decay": 0.9, "tensorboard": True})
     full, _, _ = _run(cfg, tmp_path / "full")
+    assert list((tmp_path / "full" / "tensorboard").glob("events.out.tfevents.*"))
 
     def kill_at_7(step, losses):
         if step == 7:

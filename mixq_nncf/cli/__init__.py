@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 # subcommand -> (module, one-line help)
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_missing", False):
         print(f"mixq {args.command}: not available in this build", file=sys.stderr)
         return 2
+    # torch's extension builder warns about a missing CUDA runtime when NNCF loads its CPU kernels: noise on CPU
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     mod = importlib.import_module(args._module)
     from ..config import ConfigError
     from ..errors import MixqError

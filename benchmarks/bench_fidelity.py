@@ -1,0 +1,67 @@
+"""How far post-training quantization moves the embedded Real-ESRGAN x4plus from its fp32 output, per recipe:
+int8 everywhere vs the published mixed recipe (int16 feature extraction + reconstruction) and other per-layer
+choices, all from one shared calibration (bits change without re-calibrating).
+
+    python benchmarks/bench_fidelity.py --out benchmarks/results
+
+Fidelity = PSNR-Y (4 px border crop) of the quantized torch model's output against the fp32 output on centre
+64x64 LR crops of the 8 offline eval photos.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+RECIPES = {
+    "int8": {},
+    "mixed (paper: fe + rec int16)": {"stages": {"feature_extraction": {"bits": "int16"},
+                                                 "reconstruction": {"bits": "int16"}}},
+    "int8 + conv_first/conv_last int16": {"scope_overrides": {"conv_first": {"bits": "int16"},
+                                                              "conv_last": {"bits": "int16"}}},
+    "int8, body w4a8": {"stages": {"body": {"weights": "int4"}}},
+}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", default="realesrgan_x4plus", help="preset with embedded weights (default: %(default)s)")
+    p.add_argument("--calibration", type=int, default=32, help="calibration LR crops of 64 px (default: 32)")
+    p.add_argument("--out", default="benchmarks/results", help="folder for fidelity.json")
+    args = p.parse_args(argv)
+
+    from mixq_nncf.config import parse_config
+    from mixq_nncf.data import EvalPairs, calibration_inputs, offline_photos
+    from mixq_nncf.io_utils import atomic_write_json
+    from mixq_nncf.models import load_generator
+    from mixq_nncf.pipeline import _as_int8, _probe_inputs, torch_fidelity
+    from mixq_nncf.quantize import apply_plan, layer_bits, quantize, quantizer_table, resolve_plan
+
+    fp32 = load_generator(args.arch, None, "embedded")
+    scale = int(fp32.scale)
+    pairs = list(EvalPairs(offline_photos("eval"), scale))
+    probe = _probe_inputs(pairs, 64, n=len(pairs))
+    calib = calibration_inputs("offline", args.calibration, 64, scale)
+    base_cfg = parse_config({"compression": {"overflow_fix": "disable"}})
+    plan8 = resolve_plan(fp32, base_cfg.compression)
+    print("calibrating ...", file=sys.stderr, flush=True)
+    q = quantize(fp32, _as_int8(plan8), calib, compression=base_cfg.compression)
+    rows = {}
+    for name, comp in RECIPES.items():
+        cfg = parse_config({"compression": {"overflow_fix": "disable", **comp}})
+        plan = resolve_plan(fp32, cfg.compression)
+        apply_plan(q, plan)
+        bits = layer_bits(quantizer_table(q, plan))
+        counts: dict[str, int] = {}
+        for lp in bits.values():
+            key = f"w{lp.weight_bits}a{lp.act_bits}"
+            counts[key] = counts.get(key, 0) + 1
+        rows[name] = {"fidelity_psnr": torch_fidelity(q, fp32, probe, scale), "layers": counts}
+        print(f"{name:40s} {rows[name]['fidelity_psnr']:.2f} dB  {counts}", file=sys.stderr, flush=True)
+    atomic_write_json(Path(args.out) / "fidelity.json", {"arch": args.arch, "images": len(probe),
+                                                          "calibration": args.calibration, "recipes": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
