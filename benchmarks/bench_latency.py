@@ -17,7 +17,7 @@ MIXED_STAGES = {"feature_extraction": {"bits": "int16"}, "reconstruction": {"bit
 MODELS = {"msrresnet_x4": None, "realesrgan_x4plus": "embedded"}
 
 
-def _irs(arch: str, weights, out: Path, size: int, calib_n: int) -> dict[str, Path]:
+def _irs(arch: str, weights, out: Path, size: int, calib_n: int) -> tuple[dict[str, Path], object]:
     import torch
 
     from mixq_nncf.config import parse_config

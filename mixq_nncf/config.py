@@ -308,7 +308,8 @@ class ExportSection:
     compact_16bit: bool = True
     dynamic_shape: bool = True
     parity_images: int = 4
-    parity_tolerance_db: float = 0.5
+    parity_tolerance_db: float = 0.2  # how far the IR's fidelity may fall below the torch model's
+    parity_max_gain_db: float = 1.0  # how far it may rise above (rounding differences; more means another model)
     fp32_tolerance: float = 1e-4
 
 

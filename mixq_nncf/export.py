@@ -140,13 +140,16 @@ class ParityResult:
 
 
 def check_parity(xml_path: str | Path, torch_model: nn.Module, images: list[torch.Tensor], *,
-                 reference_model: Optional[nn.Module] = None, tolerance_db: float = 0.5,
+                 reference_model: Optional[nn.Module] = None, tolerance_db: float = 0.2,
+                 max_gain_db: float = 1.0,
                  fp32_tolerance: float = 1e-4, crop_border: int = 4, input_range: tuple = (0.0, 1.0),
                  raise_on_failure: bool = True) -> ParityResult:
     """fp32 IR (no reference_model): tensors must agree to fp32_tolerance. Quantized IR: its mean fidelity to the
-    fp32 reference must be within tolerance_db of the torch quantized model's. Tensors cannot be compared: NNCF's
-    fake-quantize and OpenVINO's int8 kernels round differently now and then, and on deep models those flips
-    compound (per image the two fidelities can differ by ~1 dB either way; means over 4 crops agree to ~0.3 dB)."""
+    fp32 reference may fall at most tolerance_db below the torch quantized model's (the IR is worse than what was
+    trained), and rise at most max_gain_db above it (a much better IR is not the model that was trained either).
+    Tensors cannot be compared: NNCF's fake-quantize and OpenVINO's int8 kernels round differently now and then,
+    and on deep models those flips compound: on Real-ESRGAN x4plus after QAT the two fidelities differ per crop by
+    up to 1 dB, and by 0.3 dB on the mean of 4 crops, the IR being the closer one."""
     from .metrics import psnr_y
     from .quantize import input_range_problems
 
@@ -175,12 +178,12 @@ def check_parity(xml_path: str | Path, torch_model: nn.Module, images: list[torc
     else:
         tf, irf = sum(t_fid) / len(t_fid), sum(ir_fid) / len(ir_fid)
         # above LOSSLESS_DB both outputs are within rounding noise of fp32 and dB differences mean nothing
-        passed = abs(tf - irf) <= tolerance_db or min(tf, irf) >= LOSSLESS_DB
+        passed = tf - tolerance_db <= irf <= tf + max_gain_db or min(tf, irf) >= LOSSLESS_DB
         result = ParityResult("quality", passed and not problems, max_diff, mean_diff, tf, irf, tolerance_db,
                               len(images), problems)
         if not passed:
             result.problems.append(f"IR fidelity to fp32 is {irf:.2f} dB but the torch quantized model's is "
-                                   f"{tf:.2f} dB (tolerance {tolerance_db} dB)")
+                                   f"{tf:.2f} dB (allowed: {tolerance_db} dB below to {max_gain_db} dB above)")
     if raise_on_failure and not result.passed:
         raise ParityError(f"{xml_path}: parity check failed: " + "; ".join(result.problems) +
                           ". The IR does not behave like the torch model; do not deploy it.")

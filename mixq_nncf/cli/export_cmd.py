@@ -51,7 +51,7 @@ def run(args) -> int:
     xml = export_ir(model, out / "model.xml", example_input=example, dynamic=args.static is None,
                     compact_16bit=not args.no_compact_16bit, meta={"arch": arch, "args": margs, "weights": weights})
     scale = int(fp32.scale)
-    pairs = EvalPairs(resolve_images(args.images, "eval")[:2], scale, crop=64 * scale)
+    pairs = EvalPairs(resolve_images(args.images, "eval")[:4], scale, crop=64 * scale)
     images = [pairs[i]["lr"].unsqueeze(0) for i in range(len(pairs))]
     parity = check_parity(xml, model, images, reference_model=fp32 if quantized else None, raise_on_failure=False)
     audit = audit_runtime(xml, (1, 3, h, w))
