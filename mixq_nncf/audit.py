@@ -124,7 +124,7 @@ def layer_time_shares(xml_path: str | Path, input_shape: tuple = (1, 3, 64, 64),
             int8 += ms
         elif node_type == "Convolution" and "f32" in exec_type.lower():
             fp32 += ms
-            fp32_layers[name] = round(ms, 3)
+            fp32_layers[_module_name([name])] = round(ms, 3)
         else:
             other += ms
     total = int8 + fp32 + other

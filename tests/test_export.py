@@ -82,7 +82,7 @@ def test_audit_counts_int8_and_fp32_convs(irs):
     fp32 = audit_runtime(irs["fp32"], (1, 3, 16, 16))
     assert (fp32.conv_int8, fp32.conv_fp32) == (0, 9)
     shares = layer_time_shares(irs["mixed"], (1, 3, 16, 16), runs=2)
-    assert 0 < shares.fp32_share < 1 and len(shares.fp32_layers_ms) == 3
+    assert 0 < shares.fp32_share < 1 and sorted(shares.fp32_layers_ms) == ["conv_first", "conv_hr", "conv_last"]
 
 
 def test_compact_16bit_weights_are_smaller_and_identical(irs, photo_lr):
