@@ -1,3 +1,8 @@
 """mixq-nncf: sensitivity-aware mixed-precision quantization of SR GAN generators on NNCF and OpenVINO."""
+import os as _os
+
+# NNCF gives its CPU extension 60 s to load and then raises; on a busy 2-core machine, or when several torchrun
+# ranks wait on the same build lock, loading takes longer. A user's own setting wins.
+_os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "600")
 
 __version__ = "0.1.0"

@@ -222,7 +222,8 @@ def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_di
             "rng": _rng_state(), "config": to_dict(cfg)})
 
     log = _CsvLog(out_dir / "train_log.csv", is_main, start, t.tensorboard)
-    bar = tqdm(range(start, t.iterations), initial=start, total=t.iterations, desc="QAT",
+    bar = tqdm(range(start, t.iterations), initial=start, total=t.iterations,
+               desc="QAT" if plan is not None else "train",
                disable=not (progress and is_main))
     t0 = time.perf_counter()
     images = 0

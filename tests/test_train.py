@@ -197,7 +197,7 @@ def test_two_process_ddp_ranks_agree(tmp_path):
     cfg["training"].update({"pixel_weight": 1.0, "distill_weight": 0.5, "iterations": 4, "checkpoint_every": 2})
     (tmp_path / "ddp.json").write_text(json.dumps(cfg))
     (tmp_path / "ddp_train.py").write_text(DDP_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NNCF_EXTENSION_LOAD_TIMEOUT": "600"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            str(tmp_path / "ddp_train.py"), str(tmp_path / "ddp.json"), str(tmp_path / "out"),
                            str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
