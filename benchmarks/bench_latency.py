@@ -32,19 +32,17 @@ def _irs(arch: str, weights, out: Path, size: int, calib_n: int) -> tuple[dict[s
     paths = {"ov_fp32": out / arch / "fp32.xml"}
     if not paths["ov_fp32"].exists():
         export_ir(fp32, paths["ov_fp32"], example_input=sample, compact_16bit=False)
-    calib = None
-    for name, stages in (("ov_int8", {}), ("ov_mixed", MIXED_STAGES)):
-        xml = out / arch / f"{name[3:]}.xml"
-        paths[name] = xml
-        if xml.exists():
-            continue
-        if calib is None:
-            calib = calibration_inputs("offline", calib_n, size, int(fp32.scale))
-        cfg = parse_config({"compression": {"stages": stages}})
-        plan = resolve_plan(fp32, cfg.compression)
-        q = quantize(fp32, plan, calib, compression=cfg.compression)
-        apply_plan(q, plan)
-        export_ir(q, xml, example_input=sample)
+    int8_xml, mixed_xml = out / arch / "int8.xml", out / arch / "mixed.xml"
+    paths["ov_int8"], paths["ov_mixed"] = int8_xml, mixed_xml
+    if not (int8_xml.exists() and mixed_xml.exists()):
+        # one calibration serves both IRs: bits change per layer without re-calibrating (as `mixq run` does)
+        calib = calibration_inputs("offline", calib_n, size, int(fp32.scale))
+        base = parse_config({}).compression
+        q = quantize(fp32, resolve_plan(fp32, base), calib, compression=base)
+        export_ir(q, int8_xml, example_input=sample)
+        mixed = parse_config({"compression": {"stages": MIXED_STAGES}}).compression
+        apply_plan(q, resolve_plan(fp32, mixed))
+        export_ir(q, mixed_xml, example_input=sample)
     return paths, fp32
 
 

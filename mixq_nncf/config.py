@@ -462,4 +462,4 @@ def dump_config(cfg: Config, path: str | Path, *, check_unchanged: bool = False,
             raise ConfigError(f"{path.parent} holds results of a different config ({shown}). Resuming would mix "
                               "them: use another --out, or delete that folder to start it over.")
 
-    atomic_write_text(Path(path), json.dumps(to_dict(cfg), indent=2) + "\n")
+    atomic_write_text(path, json.dumps(to_dict(cfg), indent=2) + "\n")

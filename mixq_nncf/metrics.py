@@ -88,7 +88,8 @@ def _check_size(img: torch.Tensor, crop_border: int, what: str) -> None:
     h, w = img.shape[-2:]
     if min(h, w) - 2 * crop_border < NIQE_MIN_SIZE:
         raise DataError(f"{what} needs images of at least {NIQE_MIN_SIZE}x{NIQE_MIN_SIZE} after the {crop_border}px "
-                        f"border crop; got {w}x{h} ({w - 2 * crop_border}x{h - 2 * crop_border} after the crop). Evaluate on larger images (data.eval_crop) or whole images.")
+                        f"border crop; got {w}x{h} ({w - 2 * crop_border}x{h - 2 * crop_border} after the crop). "
+                        "Evaluate on larger images (data.eval_crop) or whole images.")
 
 
 def niqe(img: torch.Tensor, crop_border: int = 0) -> float:

@@ -326,12 +326,12 @@ def _evaluate(cfg: Config, arts: dict[str, VariantArtifacts], fp32, eval_pairs: 
 
     path = out_dir / "eval" / "summary.json"
     names = list(arts)
+    metric_names = list(cfg.eval.metrics)
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved.get("variants") == names and saved.get("metrics") == list(cfg.eval.metrics):
+        if saved.get("variants") == names and saved.get("metrics") == metric_names:
             log("[6/7] evaluation found")
             return saved["quality"], saved["per_image"]
-    metric_names = list(cfg.eval.metrics)
     suite = MetricSuite(metric_names, crop_border)
     log(f"[6/7] evaluating {len(names)} variants on {len(eval_pairs)} images ({', '.join(metric_names)})")
     with torch.no_grad():

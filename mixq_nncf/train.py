@@ -99,7 +99,8 @@ class _CsvLog:
             except ImportError:
                 raise MixqError("training.tensorboard is true but the tensorboard package is not installed: "
                                 "pip install tensorboard, or set training.tensorboard to false") from None
-            self.tb = SummaryWriter(str(path.parent / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+            self.tb = SummaryWriter(str(path.parent / "tensorboard"),
+                                    purge_step=resume_step + 1 if resume_step else None)
 
     def add(self, row: dict) -> None:
         if self.enabled:
