@@ -34,18 +34,18 @@ def main(argv=None) -> int:
     from mixq_nncf.data import EvalPairs, calibration_inputs, offline_photos
     from mixq_nncf.io_utils import atomic_write_json
     from mixq_nncf.models import load_generator
-    from mixq_nncf.pipeline import _as_int8, _probe_inputs, torch_fidelity
-    from mixq_nncf.quantize import apply_plan, layer_bits, quantize, quantizer_table, resolve_plan
+    from mixq_nncf.pipeline import probe_inputs, torch_fidelity
+    from mixq_nncf.quantize import apply_plan, as_int8, layer_bits, quantize, quantizer_table, resolve_plan
 
     fp32 = load_generator(args.arch, None, "embedded")
     scale = int(fp32.scale)
     pairs = list(EvalPairs(offline_photos("eval"), scale))
-    probe = _probe_inputs(pairs, 64, n=len(pairs))
+    probe = probe_inputs(pairs, 64, n=len(pairs))
     calib = calibration_inputs("offline", args.calibration, 64, scale)
     base_cfg = parse_config({"compression": {"overflow_fix": "disable"}})
     plan8 = resolve_plan(fp32, base_cfg.compression)
     print("calibrating ...", file=sys.stderr, flush=True)
-    q = quantize(fp32, _as_int8(plan8), calib, compression=base_cfg.compression)
+    q = quantize(fp32, as_int8(plan8), calib, compression=base_cfg.compression)
     rows = {}
     for name, comp in RECIPES.items():
         cfg = parse_config({"compression": {"overflow_fix": "disable", **comp}})

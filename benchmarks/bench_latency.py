@@ -9,7 +9,6 @@ RRDBNet-size uses the embedded Real-ESRGAN x4plus weights.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     import torch
 
     from mixq_nncf.bench import machine_info
-    from mixq_nncf.config import parse_config, to_dict
+    from mixq_nncf.config import parse_config
     from mixq_nncf.data import calibration_inputs
     from mixq_nncf.io_utils import atomic_write_json
     from mixq_nncf.models import load_generator

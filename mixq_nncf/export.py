@@ -13,7 +13,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -61,6 +61,21 @@ def _compact_16bit_weights(model) -> int:
     return rewritten
 
 
+def _traced(model: nn.Module, example_input: torch.Tensor):
+    """The model traced once, without torch.jit's check_trace re-run.
+
+    check_trace runs the NNCF-hooked model twice more and took three quarters of ov.convert_model's time on a
+    quantized RRDBNet; check_parity compares the IR with the torch model anyway. Falls back to the plain module
+    where this OpenVINO has no decoder with trace_kwargs.
+    """
+    try:
+        from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
+
+        return TorchScriptPythonDecoder(model, example_input=example_input, trace_kwargs={"check_trace": False})
+    except (ImportError, TypeError):
+        return model
+
+
 def export_ir(model: nn.Module, xml_path: str | Path, *, example_input: torch.Tensor, dynamic: bool = True,
               compact_16bit: bool = True, meta: Optional[dict] = None) -> Path:
     """Convert a (quantized or fp32) torch model to an IR; .xml, .bin and the sidecar .json appear atomically."""
@@ -74,7 +89,8 @@ def export_ir(model: nn.Module, xml_path: str | Path, *, example_input: torch.Te
         # checked against the torch model by check_parity
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        ov_model = ov.convert_model(model, example_input=example_input, input=[ov.PartialShape(shape)])
+        ov_model = ov.convert_model(_traced(model, example_input), example_input=example_input,
+                                    input=[ov.PartialShape(shape)])
     rewritten = _compact_16bit_weights(ov_model) if compact_16bit else 0
     if rewritten:
         ov_model.validate_nodes_and_infer_types()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -59,15 +59,7 @@ def _ptq_key(cfg: Config, plan: Any) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
-def _as_int8(plan: Any) -> Any:
-    from .quantize import LayerPrecision
-
-    layers = {n: LayerPrecision(None if p.weight_bits is None else 8, None if p.act_bits is None else 8)
-              for n, p in plan.layers.items()}
-    return replace(plan, layers=layers)
-
-
-def _probe_inputs(eval_pairs: list[dict], size: int, n: int = 4) -> list:
+def probe_inputs(eval_pairs: list[dict], size: int, n: int = 4) -> list:
     """Centre LR crops used to measure fidelity before/after training in torch (cheap, same for every variant)."""
     out = []
     for pair in eval_pairs[:n]:
@@ -95,7 +87,6 @@ def torch_fidelity(model, reference, inputs: list, crop_border: int) -> float:
 def run(cfg: Config, out_dir: Path, *, variants: list[str] | None = None, log: Log = print,
         progress: bool = True) -> dict:
     """Run every variant of ``cfg`` into ``out_dir`` and write report.json / report.md; returns the report dict."""
-    import torch
 
     from . import data as data_mod
     from .models import load_generator
@@ -118,7 +109,7 @@ def run(cfg: Config, out_dir: Path, *, variants: list[str] | None = None, log: L
     eval_pairs = [eval_set_item for eval_set_item in data_mod.EvalPairs(
         eval_paths, scale, lr_paths=(data_mod.resolve_images(cfg.data.eval_lr, "eval") if cfg.data.eval_lr else None),
         crop=cfg.data.eval_crop)]
-    probe = _probe_inputs(eval_pairs, cfg.input_info.sample_size[-1])
+    probe = probe_inputs(eval_pairs, cfg.input_info.sample_size[-1])
     calibration = None
 
     def _calib():
@@ -170,7 +161,7 @@ def run(cfg: Config, out_dir: Path, *, variants: list[str] | None = None, log: L
 
 def _quantized_model(cfg: Config, fp32, folder: Path, cache: Path, calibration: Callable[[], list], log: Log):
     """PTQ (or fp32) model of a variant; shares calibration across variants that differ only in bits."""
-    from .quantize import apply_plan, load_quantized, quantize, resolve_plan, save_quantized
+    from .quantize import apply_plan, as_int8, load_quantized, quantize, resolve_plan, save_quantized
 
     ckpt = folder / "quantized.pt"
     if ckpt.exists():
@@ -189,7 +180,7 @@ def _quantized_model(cfg: Config, fp32, folder: Path, cache: Path, calibration: 
     else:
         log(f"      calibrating ({cfg.data.calibration_samples} LR crops of {cfg.data.calibration_patch} px)")
         t0 = time.perf_counter()
-        int8_plan = _as_int8(plan)
+        int8_plan = as_int8(plan)
         model = quantize(fp32, int8_plan, calibration(), compression=cfg.compression,
                          input_range=tuple(cfg.input_info.range))
         save_quantized(model, base_ckpt, arch=cfg.model.arch, args=cfg.model.args, plan=int8_plan,
@@ -320,7 +311,7 @@ def _evaluate(cfg: Config, arts: dict[str, VariantArtifacts], fp32, eval_pairs: 
     import torch
     from tqdm import tqdm
 
-    from .data import imresize
+    from .data import imresize, save_image
     from .export import compile_ir
     from .metrics import MetricSuite
 
@@ -345,6 +336,8 @@ def _evaluate(cfg: Config, arts: dict[str, VariantArtifacts], fp32, eval_pairs: 
         compiled = None if reuse is not None else compile_ir(a.ir)
         for k, pair in enumerate(tqdm(eval_pairs, desc=f"eval {name}", disable=not progress)):
             pred = reuse[k] if reuse is not None else _run_ir(compiled, pair["lr"])
+            if k == 0:  # kept for the side-by-side figure, so it needs no second inference
+                save_image(pred, _sample_path(out_dir, name))
             scores = suite.score(pred, reference=refs[k], gt=pair.get("hr"))
             rows.append({"variant": name, "image": pair["name"], **scores})
     quality = {n: suite.summarize([r for r in rows if r["variant"] == n]) for n in ["bicubic"] + names}
@@ -394,8 +387,12 @@ def _assemble(cfg: Config, arts: dict[str, VariantArtifacts], bench: dict, quali
     }
 
 
+def _sample_path(out_dir: Path, variant: str) -> Path:
+    return out_dir / "eval" / "samples" / f"{variant}.png"
+
+
 def _figures(report: dict, arts: dict[str, VariantArtifacts], eval_pairs: list, scale: int, out_dir: Path) -> None:
-    from .data import imresize
+    from .data import imresize, load_image
     from .export import compile_ir
     from .report import save_side_by_side, save_tradeoff_plot
 
@@ -403,9 +400,14 @@ def _figures(report: dict, arts: dict[str, VariantArtifacts], eval_pairs: list, 
     report["figures"] = {}
     if eval_pairs:
         pair = eval_pairs[0]
-        panels = [("bicubic", imresize(pair["lr"], scale).clamp(0, 1))]
-        for n, a in arts.items():
-            panels.append((n, _run_ir(compile_ir(a.ir), pair["lr"])))
+        panels = []
+        for n, a in [("bicubic", None)] + list(arts.items()):
+            sample = _sample_path(out_dir, n)
+            if sample.is_file():  # written by _evaluate from the same image
+                img = load_image(sample)
+            else:
+                img = imresize(pair["lr"], scale).clamp(0, 1) if a is None else _run_ir(compile_ir(a.ir), pair["lr"])
+            panels.append((n, img))
         h, w = panels[0][1].shape[-2:]
         size = min(160, h, w)
         save_side_by_side(panels, figs / "crops.png", crop=((h - size) // 2, (w - size) // 2, size))

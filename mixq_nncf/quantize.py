@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import enum
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -295,6 +295,17 @@ def _nncf_qparams(spec):
     mode = None if spec.mode is None else (QuantizationScheme.SYMMETRIC if spec.mode == "symmetric"
                                            else QuantizationScheme.ASYMMETRIC)
     return QuantizationParameters(mode=mode, per_channel=spec.per_channel)
+
+
+def as_int8(plan: PrecisionPlan) -> PrecisionPlan:
+    """The same plan with every quantized layer at 8 bits.
+
+    Variants that differ only in bit widths share one calibration made at 8 bits; apply_plan then sets each
+    quantizer's real width, re-deriving its range from the calibrated statistics.
+    """
+    layers = {n: LayerPrecision(None if p.weight_bits is None else 8, None if p.act_bits is None else 8)
+              for n, p in plan.layers.items()}
+    return replace(plan, layers=layers)
 
 
 def _set_bits(q: nn.Module, bits: int) -> None:

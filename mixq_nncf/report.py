@@ -122,12 +122,13 @@ def render_markdown(report: dict) -> str:
 
 def save_side_by_side(panels: list[tuple[str, Any]], path: Path, *, crop: tuple[int, int, int] | None = None) -> Path:
     """Write labelled crops (name, (3,H,W) tensor in [0,1]) next to each other as one PNG."""
-    import numpy as np
     from PIL import Image, ImageDraw
+
+    from .data import to_uint8
 
     tiles = []
     for label, img in panels:
-        arr = (img.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+        arr = to_uint8(img)
         if crop is not None:
             top, left, size = crop
             arr = arr[top:top + size, left:left + size]

@@ -60,6 +60,24 @@ def test_report_has_every_variant_with_measurements(tiny_run):
     assert (out / "figures" / "tradeoff.png").stat().st_size > 1000
 
 
+def test_figure_samples_are_the_evaluated_outputs(tiny_run):
+    """The side-by-side figure reuses eval's outputs; they must be the images that eval scored."""
+    import csv
+
+    from mixq_nncf.data import load_image
+    from mixq_nncf.metrics import psnr_y
+
+    _, out = tiny_run
+    samples = {n: load_image(out / "eval" / "samples" / f"{n}.png")
+               for n in ("bicubic", "fp32", "ptq_int8", "qat_mixed")}
+    rows = list(csv.DictReader((out / "eval" / "per_image.csv").open()))
+    first = rows[0]["image"]
+    for name in ("bicubic", "ptq_int8", "qat_mixed"):
+        scored = next(float(r["fidelity_psnr"]) for r in rows if r["variant"] == name and r["image"] == first)
+        assert abs(psnr_y(samples[name].unsqueeze(0), samples["fp32"].unsqueeze(0), 4) - scored) < 0.5, name
+    assert not (samples["bicubic"] == samples["fp32"]).all()
+
+
 def test_rerun_resumes_instead_of_starting_over(tiny_run, capsys):
     cfg, out = tiny_run
     ir = out / "variants" / "qat_mixed" / "model.xml"
