@@ -71,6 +71,24 @@ def probe_inputs(eval_pairs: list[dict], size: int, n: int = 4) -> list:
     return out
 
 
+class CachedOutputs:
+    """A model's outputs on fixed inputs, computed once.
+
+    Every quantized variant's fidelity (before and after QAT, and in the export parity check) compares against
+    the fp32 model on the same probe crops; on RRDBNet each fp32 pass costs about a second.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self._outputs: dict[int, tuple] = {}
+
+    def __call__(self, x):
+        hit = self._outputs.get(id(x))
+        if hit is None:
+            hit = self._outputs[id(x)] = (x, self.model(x))  # holding x keeps its id from being reused
+        return hit[1]
+
+
 def torch_fidelity(model, reference, inputs: list, crop_border: int) -> float:
     """Mean PSNR-Y of ``model`` vs ``reference`` outputs on the same inputs."""
     import torch
@@ -110,6 +128,7 @@ def run(cfg: Config, out_dir: Path, *, variants: list[str] | None = None, log: L
         eval_paths, scale, lr_paths=(data_mod.resolve_images(cfg.data.eval_lr, "eval") if cfg.data.eval_lr else None),
         crop=cfg.data.eval_crop)]
     probe = probe_inputs(eval_pairs, cfg.input_info.sample_size[-1])
+    probe_ref = CachedOutputs(fp32)
     calibration = None
 
     def _calib():
@@ -136,9 +155,9 @@ def run(cfg: Config, out_dir: Path, *, variants: list[str] | None = None, log: L
         model, plan = _quantized_model(vcfg, fp32, folder, out_dir / "cache", _calib, log)
         art.recipe = recipe_of(vcfg, plan)
         if vcfg.compression is not None and vcfg.training.iterations > 0:
-            model, art.training = _train(vcfg, model, plan, fp32, folder, probe, crop_border, log)
+            model, art.training = _train(vcfg, model, plan, fp32, folder, probe, probe_ref, crop_border, log)
         art.checkpoint = folder / ("train/final.pt" if art.training else "quantized.pt")
-        art.ir, art.parity = _export(vcfg, model, fp32, folder, eval_pairs, probe, log)
+        art.ir, art.parity = _export(vcfg, model, probe_ref, folder, probe, log)
         art.audit, art.size = _audit(vcfg, art.ir, folder, log)
 
     # 5. benchmark, 6. evaluate, 7. report
@@ -191,7 +210,8 @@ def _quantized_model(cfg: Config, fp32, folder: Path, cache: Path, calibration: 
     return model, plan
 
 
-def _train(cfg: Config, model, plan, fp32, folder: Path, probe: list, crop_border: int, log: Log):
+def _train(cfg: Config, model, plan, fp32, folder: Path, probe: list, probe_ref: CachedOutputs, crop_border: int,
+           log: Log):
     from .quantize import load_quantized
     from .train import train
 
@@ -200,12 +220,12 @@ def _train(cfg: Config, model, plan, fp32, folder: Path, probe: list, crop_borde
     if info_path.exists() and final.exists():
         log(f"      trained model found: {final}")
         return load_quantized(final).model, json.loads(info_path.read_text())
-    before = torch_fidelity(model, fp32, probe, crop_border)
+    before = torch_fidelity(model, probe_ref, probe, crop_border)
     log(f"      QAT: {cfg.training.iterations} steps (fidelity before {before:.2f} dB)")
     t0 = time.perf_counter()
     result = train(cfg, model=model, teacher=fp32, out_dir=folder / "train", resume=True, plan=plan)
     trained = load_quantized(final).model
-    after = torch_fidelity(trained, fp32, probe, crop_border)
+    after = torch_fidelity(trained, probe_ref, probe, crop_border)
     info = {"steps": cfg.training.iterations, "fidelity_before": before, "fidelity_after": after,
             "wall_s": time.perf_counter() - t0, "probe": f"{len(probe)} centre LR crops of the eval images, torch",
             "result": to_dict(result) if hasattr(result, "__dataclass_fields__") else str(result)}
@@ -214,7 +234,7 @@ def _train(cfg: Config, model, plan, fp32, folder: Path, probe: list, crop_borde
     return trained, info
 
 
-def _export(cfg: Config, model, fp32, folder: Path, eval_pairs: list, probe: list, log: Log):
+def _export(cfg: Config, model, probe_ref: CachedOutputs, folder: Path, probe: list, log: Log):
     from .export import check_parity, export_ir
 
     xml = folder / "model.xml"
@@ -227,7 +247,7 @@ def _export(cfg: Config, model, fp32, folder: Path, eval_pairs: list, probe: lis
     export_ir(model, xml, example_input=probe[0], dynamic=cfg.export.dynamic_shape,
               compact_16bit=cfg.export.compact_16bit, meta=meta)
     images = [p for p in probe[: max(1, cfg.export.parity_images)]]
-    parity = check_parity(xml, model, images, reference_model=fp32 if cfg.compression is not None else None,
+    parity = check_parity(xml, model, images, reference_model=probe_ref if cfg.compression is not None else None,
                           tolerance_db=cfg.export.parity_tolerance_db, max_gain_db=cfg.export.parity_max_gain_db,
                           fp32_tolerance=cfg.export.fp32_tolerance)
     parity_dict = to_dict(parity)

@@ -267,8 +267,10 @@ def quantize(model: nn.Module, plan: PrecisionPlan, calibration: list[torch.Tens
     estimator = {"mean_min_max": RangeEstimatorParametersSet.MEAN_MINMAX,
                  "min_max": RangeEstimatorParametersSet.MINMAX,
                  "mean_percentile": RangeEstimatorParametersSet.MEAN_QUANTILE}[compression.initializer.range.type]
+    # NNCF's torch backend has only the fast bias correction; false in the config turns bias correction off
     advanced = AdvancedQuantizationParameters(
         overflow_fix=overflow, activations_range_estimator_params=estimator,
+        disable_bias_correction=not compression.initializer.fast_bias_correction,
         weights_quantization_params=_nncf_qparams(compression.weights),
         activations_quantization_params=_nncf_qparams(compression.activations))
     preset = nncf.QuantizationPreset.MIXED if compression.preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE
@@ -279,7 +281,6 @@ def quantize(model: nn.Module, plan: PrecisionPlan, calibration: list[torch.Tens
         kwargs["ignored_scope"] = ignored
     qmodel = nncf.quantize(work, nncf.Dataset(calibration), preset=preset,
                            subset_size=min(len(calibration), compression.initializer.range.num_init_samples),
-                           fast_bias_correction=compression.initializer.fast_bias_correction,
                            advanced_parameters=advanced, **kwargs)
     apply_plan(qmodel, plan, example_input=calibration[0], input_range=input_range or plan.input_range)
     return qmodel

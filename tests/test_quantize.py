@@ -67,6 +67,19 @@ def test_ignored_scope_runs_fp32(calibration):
     assert "conv_last" not in layer_bits(quantizer_table(qmodel, plan))
 
 
+@pytest.mark.parametrize("correct", [True, False])
+def test_bias_correction_switch(correct, calibration):
+    """NNCF's torch backend rejects fast_bias_correction=False; the config's false means no bias correction."""
+    cfg = parse_config({"compression": {"initializer": {"fast_bias_correction": correct}}})
+    model = tiny()
+    qmodel = quantize(model, resolve_plan(model, cfg.compression), calibration, compression=cfg.compression)
+    before = {n: p for n, p in model.state_dict().items() if n.endswith(".bias")}
+    after = {n: p for n, p in qmodel.state_dict().items() if n in before}
+    assert set(after) == set(before)
+    changed = [n for n in before if not torch.equal(before[n], after[n])]
+    assert bool(changed) == correct, changed
+
+
 def test_scope_patterns():
     layers = ["conv_first", "body.0.conv1", "body.0.conv2", "body.10.conv1"]
     assert match_scope("body.0", layers) == ["body.0.conv1", "body.0.conv2"]
