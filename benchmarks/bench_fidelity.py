@@ -6,6 +6,11 @@ choices, all from one shared calibration (bits change without re-calibrating).
 
 Fidelity = PSNR-Y (4 px border crop) of the quantized torch model's output against the fp32 output on centre
 64x64 LR crops of the 8 offline eval photos.
+
+    python benchmarks/bench_fidelity.py --calibration-study --out benchmarks/results
+
+adds what calibration itself costs and gives: NNCF's bias correction on/off x 16/32 calibration crops, with the
+calibration time and the int8 / mixed fidelity of each (results/calibration.json).
 """
 from __future__ import annotations
 
@@ -28,7 +33,11 @@ def main(argv=None) -> int:
     p.add_argument("--arch", default="realesrgan_x4plus", help="preset with embedded weights (default: %(default)s)")
     p.add_argument("--calibration", type=int, default=32, help="calibration LR crops of 64 px (default: 32)")
     p.add_argument("--out", default="benchmarks/results", help="folder for fidelity.json")
+    p.add_argument("--calibration-study", action="store_true",
+                   help="instead: bias correction on/off x 16/32 crops, timed (writes calibration.json)")
     args = p.parse_args(argv)
+    if args.calibration_study:
+        return calibration_study(args.arch, Path(args.out))
 
     from mixq_nncf.config import parse_config
     from mixq_nncf.data import EvalPairs, calibration_inputs, offline_photos
@@ -60,6 +69,40 @@ def main(argv=None) -> int:
         print(f"{name:40s} {rows[name]['fidelity_psnr']:.2f} dB  {counts}", file=sys.stderr, flush=True)
     atomic_write_json(Path(args.out) / "fidelity.json", {"arch": args.arch, "images": len(probe),
                                                           "calibration": args.calibration, "recipes": rows})
+    return 0
+
+
+def calibration_study(arch: str, out: Path) -> int:
+    import time
+
+    from mixq_nncf.config import parse_config
+    from mixq_nncf.data import EvalPairs, calibration_inputs, offline_photos
+    from mixq_nncf.io_utils import atomic_write_json
+    from mixq_nncf.models import load_generator
+    from mixq_nncf.pipeline import CachedOutputs, probe_inputs, torch_fidelity
+    from mixq_nncf.quantize import apply_plan, as_int8, quantize, resolve_plan
+
+    fp32 = load_generator(arch, None, "embedded")
+    scale = int(fp32.scale)
+    probe = probe_inputs(list(EvalPairs(offline_photos("eval"), scale)), 64, n=8)
+    ref = CachedOutputs(fp32)
+    rows = []
+    for samples in (16, 32):
+        calib = calibration_inputs("offline", samples, 64, scale)
+        for bias_correction in (True, False):
+            base = {"overflow_fix": "disable", "initializer": {"fast_bias_correction": bias_correction}}
+            cfg = parse_config({"compression": base})
+            plan8 = resolve_plan(fp32, cfg.compression)
+            t0 = time.perf_counter()
+            q = quantize(fp32, as_int8(plan8), calib, compression=cfg.compression)
+            row = {"samples": samples, "bias_correction": bias_correction,
+                   "calibration_s": round(time.perf_counter() - t0, 1)}
+            for name in ("int8", "mixed (paper: fe + rec int16)"):
+                apply_plan(q, resolve_plan(fp32, parse_config({"compression": {**base, **RECIPES[name]}}).compression))
+                row[name.split(" ")[0]] = torch_fidelity(q, ref, probe, scale)
+            rows.append(row)
+            print(row, file=sys.stderr, flush=True)
+    atomic_write_json(out / "calibration.json", {"arch": arch, "images": len(probe), "rows": rows})
     return 0
 
 

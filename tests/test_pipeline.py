@@ -122,3 +122,22 @@ def test_rerun_with_changed_config_refuses_to_mix_results(tiny_run, capsys):
     assert main(["run", str(path), "--out", str(out)]) != 0
     err = capsys.readouterr().err
     assert "qat_mixed" in err and "training.lr_g: 0.001 -> 0.0005" in err and "another --out" in err
+
+
+def test_cached_reference_runs_the_model_once_per_input():
+    import torch
+
+    from mixq_nncf.pipeline import CachedOutputs
+
+    calls = []
+
+    def model(x):
+        calls.append(x)
+        return x * 2
+
+    ref = CachedOutputs(model)
+    a, b = torch.ones(1, 3, 4, 4), torch.ones(1, 3, 4, 4)
+    assert torch.equal(ref(a), a * 2) and ref(a) is ref(a)
+    assert len(calls) == 1
+    ref(b)  # equal values, different tensor: computed, not confused with a
+    assert len(calls) == 2
