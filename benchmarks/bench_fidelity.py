@@ -40,16 +40,13 @@ def main(argv=None) -> int:
         return calibration_study(args.arch, Path(args.out))
 
     from mixq_nncf.config import parse_config
-    from mixq_nncf.data import EvalPairs, calibration_inputs, offline_photos
+    from mixq_nncf.data import calibration_inputs
     from mixq_nncf.io_utils import atomic_write_json
-    from mixq_nncf.models import load_generator
-    from mixq_nncf.pipeline import probe_inputs, torch_fidelity
+    from mixq_nncf.pipeline import torch_fidelity
     from mixq_nncf.quantize import apply_plan, as_int8, layer_bits, quantize, quantizer_table, resolve_plan
 
-    fp32 = load_generator(args.arch, None, "embedded")
+    fp32, ref, probe = _model_and_probe(args.arch)
     scale = int(fp32.scale)
-    pairs = list(EvalPairs(offline_photos("eval"), scale))
-    probe = probe_inputs(pairs, 64, n=len(pairs))
     calib = calibration_inputs("offline", args.calibration, 64, scale)
     base_cfg = parse_config({"compression": {"overflow_fix": "disable"}})
     plan8 = resolve_plan(fp32, base_cfg.compression)
@@ -65,27 +62,35 @@ def main(argv=None) -> int:
         for lp in bits.values():
             key = f"w{lp.weight_bits}a{lp.act_bits}"
             counts[key] = counts.get(key, 0) + 1
-        rows[name] = {"fidelity_psnr": torch_fidelity(q, fp32, probe, scale), "layers": counts}
+        rows[name] = {"fidelity_psnr": torch_fidelity(q, ref, probe, scale), "layers": counts}
         print(f"{name:40s} {rows[name]['fidelity_psnr']:.2f} dB  {counts}", file=sys.stderr, flush=True)
     atomic_write_json(Path(args.out) / "fidelity.json", {"arch": args.arch, "images": len(probe),
                                                           "calibration": args.calibration, "recipes": rows})
     return 0
 
 
+def _model_and_probe(arch: str):
+    """The embedded fp32 model, its outputs cached, and centre 64x64 LR crops of every offline eval photo."""
+    from mixq_nncf.data import EvalPairs, offline_photos
+    from mixq_nncf.models import load_generator
+    from mixq_nncf.pipeline import CachedOutputs, probe_inputs
+
+    fp32 = load_generator(arch, None, "embedded")
+    pairs = list(EvalPairs(offline_photos("eval"), int(fp32.scale)))
+    return fp32, CachedOutputs(fp32), probe_inputs(pairs, 64, n=len(pairs))
+
+
 def calibration_study(arch: str, out: Path) -> int:
     import time
 
     from mixq_nncf.config import parse_config
-    from mixq_nncf.data import EvalPairs, calibration_inputs, offline_photos
+    from mixq_nncf.data import calibration_inputs
     from mixq_nncf.io_utils import atomic_write_json
-    from mixq_nncf.models import load_generator
-    from mixq_nncf.pipeline import CachedOutputs, probe_inputs, torch_fidelity
+    from mixq_nncf.pipeline import torch_fidelity
     from mixq_nncf.quantize import apply_plan, as_int8, quantize, resolve_plan
 
-    fp32 = load_generator(arch, None, "embedded")
+    fp32, ref, probe = _model_and_probe(arch)
     scale = int(fp32.scale)
-    probe = probe_inputs(list(EvalPairs(offline_photos("eval"), scale)), 64, n=8)
-    ref = CachedOutputs(fp32)
     rows = []
     for samples in (16, 32):
         calib = calibration_inputs("offline", samples, 64, scale)

@@ -166,7 +166,7 @@ def run(cfg: Config, out_dir: Path, *, variants: list[str] | None = None, log: L
     quality, per_image = _evaluate(cfg, arts, fp32, eval_pairs, crop_border, out_dir, log, progress, baseline)
     report = _assemble(cfg, arts, bench, quality, baseline, scale, eval_paths, out_dir)
     report["wall_s"] = round(time.perf_counter() - t_start, 1)
-    _figures(report, arts, eval_pairs, scale, out_dir)
+    _figures(report, arts, eval_pairs, out_dir)
     from .report import render_markdown
 
     atomic_write_json(out_dir / "report.json", report)
@@ -340,7 +340,8 @@ def _evaluate(cfg: Config, arts: dict[str, VariantArtifacts], fp32, eval_pairs: 
     metric_names = list(cfg.eval.metrics)
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved.get("variants") == names and saved.get("metrics") == metric_names:
+        samples = all(_sample_path(out_dir, n).is_file() for n in ["bicubic"] + names)
+        if saved.get("variants") == names and saved.get("metrics") == metric_names and samples:
             log("[6/7] evaluation found")
             return saved["quality"], saved["per_image"]
     suite = MetricSuite(metric_names, crop_border)
@@ -411,23 +412,15 @@ def _sample_path(out_dir: Path, variant: str) -> Path:
     return out_dir / "eval" / "samples" / f"{variant}.png"
 
 
-def _figures(report: dict, arts: dict[str, VariantArtifacts], eval_pairs: list, scale: int, out_dir: Path) -> None:
-    from .data import imresize, load_image
-    from .export import compile_ir
+def _figures(report: dict, arts: dict[str, VariantArtifacts], eval_pairs: list, out_dir: Path) -> None:
+    from .data import load_image
     from .report import save_side_by_side, save_tradeoff_plot
 
     figs = out_dir / "figures"
     report["figures"] = {}
     if eval_pairs:
-        pair = eval_pairs[0]
-        panels = []
-        for n, a in [("bicubic", None)] + list(arts.items()):
-            sample = _sample_path(out_dir, n)
-            if sample.is_file():  # written by _evaluate from the same image
-                img = load_image(sample)
-            else:
-                img = imresize(pair["lr"], scale).clamp(0, 1) if a is None else _run_ir(compile_ir(a.ir), pair["lr"])
-            panels.append((n, img))
+        # _evaluate kept every variant's output on the first eval image
+        panels = [(n, load_image(_sample_path(out_dir, n))) for n in ["bicubic"] + list(arts)]
         h, w = panels[0][1].shape[-2:]
         size = min(160, h, w)
         save_side_by_side(panels, figs / "crops.png", crop=((h - size) // 2, (w - size) // 2, size))
