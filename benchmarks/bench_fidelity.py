@@ -43,7 +43,10 @@ def main(argv=None) -> int:
     from mixq_nncf.data import calibration_inputs
     from mixq_nncf.io_utils import atomic_write_json
     from mixq_nncf.pipeline import torch_fidelity
-    from mixq_nncf.quantize import apply_plan, as_int8, layer_bits, quantize, quantizer_table, resolve_plan
+    from mixq_nncf.nncf_adapter import apply_plan
+    from mixq_nncf.plan import as_int8, resolve_plan
+    from mixq_nncf.qtable import layer_bits, quantizer_table
+    from mixq_nncf.quantize import quantize
 
     fp32, ref, probe = _model_and_probe(args.arch)
     scale = int(fp32.scale)
@@ -87,7 +90,9 @@ def calibration_study(arch: str, out: Path) -> int:
     from mixq_nncf.data import calibration_inputs
     from mixq_nncf.io_utils import atomic_write_json
     from mixq_nncf.pipeline import torch_fidelity
-    from mixq_nncf.quantize import apply_plan, as_int8, quantize, resolve_plan
+    from mixq_nncf.nncf_adapter import apply_plan
+    from mixq_nncf.plan import as_int8, resolve_plan
+    from mixq_nncf.quantize import quantize
 
     fp32, ref, probe = _model_and_probe(arch)
     scale = int(fp32.scale)

@@ -23,7 +23,9 @@ def _irs(arch: str, weights, out: Path, size: int, calib_n: int) -> tuple[dict[s
     from mixq_nncf.data import calibration_inputs
     from mixq_nncf.export import export_ir
     from mixq_nncf.models import load_generator
-    from mixq_nncf.quantize import apply_plan, quantize, resolve_plan
+    from mixq_nncf.nncf_adapter import apply_plan
+    from mixq_nncf.plan import resolve_plan
+    from mixq_nncf.quantize import quantize
 
     torch.manual_seed(0)
     fp32 = load_generator(arch, None, weights)

@@ -62,7 +62,8 @@ def main(argv=None) -> int:
     from mixq_nncf.data import calibration_inputs
     from mixq_nncf.io_utils import atomic_write_json
     from mixq_nncf.models import load_generator
-    from mixq_nncf.quantize import quantize, resolve_plan
+    from mixq_nncf.plan import resolve_plan
+    from mixq_nncf.quantize import quantize
 
     tmp = Path(tempfile.mkdtemp())
     cfg = parse_config({

@@ -167,7 +167,7 @@ def check_parity(xml_path: str | Path, torch_model: nn.Module, images: list[torc
     and on deep models those flips compound: on Real-ESRGAN x4plus after QAT the two fidelities differ per crop by
     up to 1 dB, and by 0.3 dB on the mean of 4 crops, the IR being the closer one."""
     from .metrics import psnr_y
-    from .quantize import input_range_problems
+    from .nncf_adapter import input_range_problems
 
     problems = input_range_problems(torch_model, *input_range) if reference_model is not None else []
     compiled = compile_ir(xml_path)

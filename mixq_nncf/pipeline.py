@@ -180,7 +180,10 @@ def run(cfg: Config, out_dir: Path, *, variants: list[str] | None = None, log: L
 
 def _quantized_model(cfg: Config, fp32, folder: Path, cache: Path, calibration: Callable[[], list], log: Log):
     """PTQ (or fp32) model of a variant; shares calibration across variants that differ only in bits."""
-    from .quantize import apply_plan, as_int8, load_quantized, quantize, resolve_plan, save_quantized
+    from .nncf_adapter import apply_plan
+    from .plan import as_int8, resolve_plan
+    from .qcheckpoint import load_quantized, save_quantized
+    from .quantize import quantize
 
     ckpt = folder / "quantized.pt"
     if ckpt.exists():
@@ -212,7 +215,7 @@ def _quantized_model(cfg: Config, fp32, folder: Path, cache: Path, calibration: 
 
 def _train(cfg: Config, model, plan, fp32, folder: Path, probe: list, probe_ref: CachedOutputs, crop_border: int,
            log: Log):
-    from .quantize import load_quantized
+    from .qcheckpoint import load_quantized
     from .train import train
 
     info_path = folder / "training.json"

@@ -64,18 +64,41 @@ def _dist_setup(device: torch.device) -> tuple[int, int]:
 
 
 def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """RNG states as tensors and plain numbers, so a training checkpoint loads with weights_only=True."""
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": {"version": int(version), "state": torch.tensor(mt, dtype=torch.int64),
+                        "gauss": None if gauss is None else float(gauss)},
+             "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached": float(cached)},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py, npy = state["python"], state["numpy"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    np.random.set_state((npy["name"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _sched_state(sched) -> dict:
+    """MultiStepLR keeps its milestones in a Counter, which weights_only loading refuses: store a plain dict."""
+    from collections import Counter
+
+    return {k: (dict(v) if isinstance(v, Counter) else v) for k, v in sched.state_dict().items()}
+
+
+def _load_sched_state(sched, state: dict) -> None:
+    from collections import Counter
+
+    sched.load_state_dict({k: (Counter({int(m): int(c) for m, c in v.items()}) if k == "milestones" else v)
+                           for k, v in state.items()})
 
 
 def _batch(ds, step: int, batch_size: int, device: torch.device) -> dict:
@@ -128,7 +151,7 @@ def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_di
 
     from .data import TrainPatches, resolve_images
     from .losses import PerceptualLoss, distill_loss, gan_loss_d, gan_loss_g, pixel_loss
-    from .quantize import save_quantized
+    from .qcheckpoint import save_quantized
 
     t = cfg.training
     out_dir = Path(out_dir)
@@ -183,16 +206,16 @@ def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_di
 
     start = 0
     if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        state = load_train_state(ckpt_path, device)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise MixqError(f"{ckpt_path} is not a mixq training checkpoint; remove it or use another --out")
         model.load_state_dict(state["generator"])
         opt_g.load_state_dict(state["opt_g"])
-        sched_g.load_state_dict(state["sched_g"])
+        _load_sched_state(sched_g, state["sched_g"])
         if disc is not None and state.get("disc") is not None:
             disc.load_state_dict(state["disc"])
             opt_d.load_state_dict(state["opt_d"])
-            sched_d.load_state_dict(state["sched_d"])
+            _load_sched_state(sched_d, state["sched_d"])
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
         _set_rng_state(state["rng"])
@@ -218,8 +241,8 @@ def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_di
             "format": CHECKPOINT_FORMAT, "step": step, "generator": model.state_dict(),
             "ema": ema.state_dict() if ema is not None else None,
             "disc": disc.state_dict() if disc is not None else None,
-            "opt_g": opt_g.state_dict(), "sched_g": sched_g.state_dict(),
-            "opt_d": opt_d.state_dict() if opt_d else None, "sched_d": sched_d.state_dict() if sched_d else None,
+            "opt_g": opt_g.state_dict(), "sched_g": _sched_state(sched_g),
+            "opt_d": opt_d.state_dict() if opt_d else None, "sched_d": _sched_state(sched_d) if sched_d else None,
             "rng": _rng_state(), "config": to_dict(cfg)})
 
     log = _CsvLog(out_dir / "train_log.csv", is_main, start, t.tensorboard)
@@ -296,7 +319,7 @@ def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_di
     wall = time.perf_counter() - t0
     final = out_dir / "final.pt"
     if is_main:
-        from .quantize import is_quantized
+        from .nncf_adapter import is_quantized
 
         keep = (ema if ema is not None else model).cpu().eval()
         save_quantized(keep, final, arch=cfg.model.arch, args=cfg.model.args,
@@ -309,6 +332,19 @@ def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_di
 
         dist.barrier()
     return TrainResult(t.iterations, str(final), wall, images / max(wall, 1e-9), losses, start, str(device), world)
+
+
+def load_train_state(path: Path, device: torch.device | str = "cpu") -> dict:
+    """A training checkpoint, read as plain data (weights_only): a crafted file cannot run code."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated, foreign or code-carrying files are the same user problem
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise MixqError(f"{path}: not a readable mixq training checkpoint ({type(exc).__name__}: {first}). "
+                        "Delete it to restart training from the beginning, or use another --out.") from None
+    if not isinstance(state, dict):
+        raise MixqError(f"{path} is not a mixq training checkpoint; remove it or use another --out")
+    return state
 
 
 class _null:

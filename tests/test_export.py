@@ -6,7 +6,9 @@ from mixq_nncf.audit import audit_runtime, layer_time_shares
 from mixq_nncf.config import parse_config
 from mixq_nncf.errors import ParityError
 from mixq_nncf.export import check_parity, compile_ir, export_ir, ir_size, read_meta, run_ir
-from mixq_nncf.quantize import quantize, quantizer_table, resolve_plan
+from mixq_nncf.plan import resolve_plan
+from mixq_nncf.qtable import quantizer_table
+from mixq_nncf.quantize import quantize
 from mixq_nncf.upscale import upscale_image
 
 MIXED = {"stages": {"feature_extraction": {"bits": 16}, "reconstruction": {"bits": 16}}}
@@ -62,7 +64,7 @@ def test_parity_fails_on_broken_model(irs, photo_lr):
 def test_narrow_16bit_input_quantizer_is_caught(irs, photo_lr, tmp_path):
     import copy
 
-    from mixq_nncf.quantize import _quantizer_modules
+    from mixq_nncf.nncf_adapter import quantizer_modules as _quantizer_modules
 
     narrow = copy.deepcopy(irs["models"]["mixed"])
     row = next(r for r in quantizer_table(narrow) if r.model_input)

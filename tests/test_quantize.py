@@ -7,8 +7,11 @@ from tiny_models import FAMILIES, TINY, tiny
 from mixq_nncf.cli import main
 from mixq_nncf.config import load_config, parse_config
 from mixq_nncf.errors import ScopeError
-from mixq_nncf.quantize import (LayerPrecision, input_range_problems, layer_bits, load_quantized, match_scope,
-                                quantize, quantizer_table, resolve_plan, save_quantized)
+from mixq_nncf.nncf_adapter import input_range_problems
+from mixq_nncf.plan import LayerPrecision, match_scope, resolve_plan
+from mixq_nncf.qcheckpoint import load_quantized, save_quantized
+from mixq_nncf.qtable import layer_bits, quantizer_table
+from mixq_nncf.quantize import quantize
 
 PUBLISHED = sorted(p for p in glob.glob("configs/*_p*_int8.json") + glob.glob("configs/*_qat_*.json")
                    if "repro" not in p)

@@ -11,7 +11,9 @@ from tiny_models import TINY, tiny
 from mixq_nncf.config import parse_config
 from mixq_nncf.errors import MissingFileError, TrainingDiverged
 from mixq_nncf.models.vgg import _features
-from mixq_nncf.quantize import load_quantized, quantize_from_config, quantizer_table
+from mixq_nncf.qcheckpoint import load_quantized
+from mixq_nncf.qtable import quantizer_table
+from mixq_nncf.quantize import quantize_from_config
 from mixq_nncf.train import train
 
 BASE = {

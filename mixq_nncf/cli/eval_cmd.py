@@ -36,7 +36,7 @@ def _runner(spec: str, arch: str | None):
         return lambda x: run_ir(compiled, x)
     from ..errors import CheckpointError
     from ..models import load_generator
-    from ..quantize import load_quantized
+    from ..qcheckpoint import load_quantized
 
     try:
         model = load_quantized(spec).model

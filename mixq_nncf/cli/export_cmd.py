@@ -31,7 +31,8 @@ def run(args) -> int:
     from ..export import check_parity, export_ir, ir_size
     from ..io_utils import atomic_write_json, atomic_write_text
     from ..models import load_generator
-    from ..quantize import load_quantized, quantize_from_config
+    from ..qcheckpoint import load_quantized
+    from ..quantize import quantize_from_config
 
     out = Path(args.out)
     src = Path(args.source)

@@ -21,7 +21,9 @@ def run(args) -> int:
 
     from ..config import dump_config, load_config, to_dict
     from ..io_utils import atomic_write_json, atomic_write_text
-    from ..quantize import layer_bits, quantize_from_config, quantizer_table, save_quantized, table_markdown
+    from ..qcheckpoint import save_quantized
+    from ..qtable import layer_bits, quantizer_table, table_markdown
+    from ..quantize import quantize_from_config
 
     cfg = load_config(args.config, args.overrides)
     if cfg.variants:

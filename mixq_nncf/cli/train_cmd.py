@@ -27,7 +27,8 @@ def run(args) -> int:
 
     from ..config import load_config, to_dict
     from ..models import load_generator
-    from ..quantize import load_quantized, quantize_from_config
+    from ..qcheckpoint import load_quantized
+    from ..quantize import quantize_from_config
     from ..train import train
 
     overrides = list(args.overrides) + ([f"training.device={args.device}"] if args.device else [])

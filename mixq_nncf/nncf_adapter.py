@@ -1,0 +1,313 @@
+"""The one module that touches NNCF 3.4 internals: where quantizers sit, setting their bits, pinning input ranges.
+
+NNCF 3.x has no per-layer bit width API. After nncf.quantize the quantizers live in the model's hook storage;
+the NNCF graph tells which conv layer (weight pre-hook, port 1) and which ops (activation quantizers feeding
+port 0, possibly through pixel_shuffle / concat / interpolate) each one serves. Setting ``num_bits`` changes
+a quantizer's levels; its stored scale is the calibrated range, so no re-calibration is needed.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+
+import torch
+from torch import nn
+
+from .config import bits_name
+from .models import conv_layers
+from .plan import PrecisionPlan
+
+
+@dataclass(frozen=True)
+class QuantizerSite:
+    key: str  # hook storage path, e.g. "pre_hooks.conv_first/conv2d/0__1.0"
+    kind: str  # weight | activation
+    layers: tuple[str, ...]  # conv layers served
+    ops: tuple[str, ...]  # every consumer op (convs, adds, interpolate ...)
+    is_model_input: bool = False
+
+
+@dataclass
+class ApplyResult:
+    """What apply_plan did: the sites it used and the layers whose wish a shared quantizer overruled."""
+    sites: dict[str, QuantizerSite]
+    conflicts: list[str] = field(default_factory=list)
+
+
+_TRANSPARENT = {"cat", "pixel_shuffle", "pixel_unshuffle", "interpolate", "reshape", "view", "flatten", "permute",
+                "contiguous", "max_pool2d", "avg_pool2d", "__getitem__", "chunk", "split", "clone", "dropout"}
+_INPUT_AFFINE = {"sub", "mul", "add", "div", "__sub__", "__mul__", "__add__", "__truediv__", "rsub"}
+
+
+def example_input(size: int = 16) -> torch.Tensor:
+    return torch.rand(1, 3, size, size)
+
+
+def hook_storage(qmodel: nn.Module) -> nn.Module:
+    from nncf.torch.function_hook.wrapper import get_hook_storage
+
+    return get_hook_storage(qmodel)
+
+
+def quantizer_modules(qmodel: nn.Module) -> dict[str, nn.Module]:
+    """Hook key -> quantizer module (a quantizer shared by several hooks appears under each key)."""
+    from nncf.torch.quantization.layers import BaseQuantizer
+
+    return {n: m for n, m in hook_storage(qmodel).named_modules(remove_duplicate=False)
+            if isinstance(m, BaseQuantizer)}
+
+
+def is_quantized(model: nn.Module) -> bool:
+    try:
+        return bool(quantizer_modules(model))
+    except Exception:  # noqa: BLE001 - a plain torch model has no hook storage
+        return False
+
+
+def _canonical_keys(modules: dict[str, nn.Module]) -> dict[str, str]:
+    """Hook key -> the first key of the same quantizer instance (NNCF shares one quantizer across a
+    unified-scale group, e.g. all inputs of a concat)."""
+    first: dict[int, str] = {}
+    return {k: first.setdefault(id(m), k) for k, m in modules.items()}
+
+
+def _node_to_key(node_name: str, keys: Iterable[str]) -> Optional[str]:
+    """Quantize-op node name (e.g. 'lrelu/post_hook__lrelu-leaky_relu-1__0[0]/symmetric_quantize/0') -> hook key."""
+    m = re.search(r"(pre|post)_hook__(.+?)__(\d+)\[(\d+)\]", node_name)
+    if not m:
+        return None
+    kind, op, port, idx = m.groups()
+    for key in keys:
+        km = re.fullmatch(rf"{kind}_hooks\.(.+)__{port}\.{idx}", key)
+        if km and km.group(1).replace("/", "-") == op:
+            return key
+    return None
+
+
+def quantizer_sites(qmodel: nn.Module, example: torch.Tensor | None = None) -> dict[str, QuantizerSite]:
+    """Map every quantizer to the layers and ops it serves, from the NNCF graph (one trace of the model).
+
+    The result depends only on the architecture and where NNCF put quantizers, so it can be computed once per
+    calibration and passed to apply_plan for every candidate plan."""
+    from nncf.torch.function_hook.nncf_graph.nncf_graph_builder import build_nncf_graph
+
+    graph = build_nncf_graph(qmodel, example if example is not None else example_input())
+    modules = quantizer_modules(qmodel)
+    canonical = _canonical_keys(modules)
+    keys = list(modules)
+    layer_of_node = {}
+    for layer in conv_layers(qmodel):
+        prefix = layer.replace(".", "/") + "/conv2d/"
+        for node in graph.get_all_nodes():
+            if node.node_name.startswith(prefix) and node.node_type == "conv2d":
+                layer_of_node[node.node_name] = layer
+    serves: dict[str, dict[str, Any]] = {k: {"layers": [], "ops": [], "input": False}
+                                         for k in dict.fromkeys(canonical.values())}
+
+    def is_quant(node) -> bool:
+        return node.node_type.endswith("quantize")
+
+    def upstream_quantizers(node, seen) -> list:
+        found = []
+        for edge in graph.get_input_edges(node):
+            src = edge.from_node
+            if src.node_name in seen:
+                continue
+            seen.add(src.node_name)
+            if is_quant(src):
+                found.append(src)
+            elif src.node_type in _TRANSPARENT:
+                found += upstream_quantizers(src, seen)
+        return found
+
+    for node in graph.get_all_nodes():
+        if is_quant(node) or node.node_type in ("nncf_model_const", "nncf_model_input", "nncf_model_output"):
+            continue
+        if node.node_type in _TRANSPARENT:
+            continue
+        layer = layer_of_node.get(node.node_name)
+        for q in upstream_quantizers(node, set()):
+            key = _node_to_key(q.node_name, keys)
+            if key is None:
+                continue
+            entry = serves[canonical[key]]
+            entry["ops"].append(node.node_name)
+            if layer:
+                entry["layers"].append(layer)
+    # quantizers that see the image input through data-independent ops only (mean shift, pixel_unshuffle)
+    frontier = [n for n in graph.get_all_nodes() if n.node_type == "nncf_model_input"]
+    seen: set[str] = set()
+    while frontier:
+        node = frontier.pop()
+        for edge in graph.get_output_edges(node):
+            nxt = edge.to_node
+            if nxt.node_name in seen:
+                continue
+            seen.add(nxt.node_name)
+            if is_quant(nxt):
+                key = _node_to_key(nxt.node_name, keys)
+                if key:
+                    serves[canonical[key]]["input"] = True
+            elif nxt.node_type in _TRANSPARENT or nxt.node_type in _INPUT_AFFINE:
+                frontier.append(nxt)
+    sites = {}
+    for key, entry in serves.items():
+        kind = "weight" if key.startswith("pre_hooks") and key.endswith("__1.0") else "activation"
+        sites[key] = QuantizerSite(key, kind, tuple(dict.fromkeys(entry["layers"])), tuple(dict.fromkeys(entry["ops"])),
+                                   entry["input"])
+    return sites
+
+
+def set_bits(q: nn.Module, bits: int) -> None:
+    q.num_bits = bits
+    q._qspec.num_bits = bits  # get_config/load_from_config read the spec
+    q.set_levels()
+
+
+def apply_plan(qmodel: nn.Module, plan: PrecisionPlan, *, example: torch.Tensor | None = None,
+               input_range: tuple[float, float] | None = None,
+               sites: dict[str, QuantizerSite] | None = None) -> ApplyResult:
+    """Set every quantizer's bits from the plan, in place.
+
+    A quantizer shared by several layers takes the highest bits any of them asks for; one whose every consumer
+    asks for fp32 is switched off. Where a shared quantizer overrules a layer's fp32 wish the layer is named in
+    ``conflicts``. The image-input quantizer is pinned to the true data range.
+    """
+    if sites is None:
+        sites = quantizer_sites(qmodel, example)
+    modules = quantizer_modules(qmodel)
+    conflicts: list[str] = []
+    for key, site in sites.items():
+        q = modules[key]
+        wanted = {}
+        for layer in site.layers:
+            p = plan.layers.get(layer)
+            if p is not None:
+                wanted[layer] = p.weight_bits if site.kind == "weight" else p.act_bits
+        quantized = [b for b in wanted.values() if b is not None]
+        if wanted and not quantized and len(site.ops) == len(site.layers):
+            q.disable_quantization()
+            continue
+        if not q.is_enabled_quantization():
+            q.enable_quantization()
+        bits = max(quantized) if quantized else 8
+        for layer, b in wanted.items():
+            if b is None:
+                conflicts.append(f"{layer}: asked for an fp32 {site.kind} input, but quantizer {key} is shared with "
+                                 f"{', '.join(l for l, v in wanted.items() if v is not None) or 'other ops'} "
+                                 f"and stays {bits_name(bits)}")
+        if q.num_bits != bits:
+            set_bits(q, bits)
+    lo, hi = input_range or plan.input_range
+    inputs = [modules[k] for k, site in sites.items() if site.is_model_input]
+    if inputs:
+        ex = example if example is not None else example_input()
+        for q, (q_lo, q_hi) in zip(inputs, input_extremes(qmodel, inputs, ex, lo, hi)):
+            pin_input_range(q, q_lo, q_hi)
+    return ApplyResult(sites, conflicts)
+
+
+def input_extremes(qmodel: nn.Module, quantizers: list[nn.Module], example: torch.Tensor, lo: float,
+                   hi: float) -> list[tuple[float, float]]:
+    """Range each input quantizer sees over images in [lo, hi]: the ops before it are per-channel affine
+    (e.g. EDSR's mean shift), so constant lo / hi images give the extremes."""
+    seen = [[float("inf"), float("-inf")] for _ in quantizers]
+    handles = []
+    for i, q in enumerate(quantizers):
+        def hook(_m, args, i=i):
+            x = args[0].detach()
+            seen[i][0] = min(seen[i][0], float(x.min()))
+            seen[i][1] = max(seen[i][1], float(x.max()))
+        handles.append(q.register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            for value in (lo, hi):
+                qmodel(torch.full_like(example[:1], value))
+    finally:
+        for h in handles:
+            h.remove()
+    return [(a, b) if a <= b else (lo, hi) for a, b in seen]
+
+
+def pin_input_range(q: nn.Module, lo: float, hi: float) -> None:
+    """Make the image-input quantizer cover exactly [lo, hi]: torch clamps to its range, OpenVINO (which strips
+    16-bit FakeQuantize) does not, so a narrower calibrated range would make them disagree."""
+    from nncf.torch.quantization.layers import AsymmetricQuantizer
+
+    with torch.no_grad():
+        if isinstance(q, AsymmetricQuantizer):
+            q.input_low.data.fill_(lo)
+            q._input_range_param_storage.data.fill_(hi - lo)
+            if q.is_using_log_scale_storage:
+                q._input_range_param_storage.data.log_()
+        else:
+            signed = lo < 0
+            if q.signed != signed:
+                q.signed = signed
+                q._qspec.signedness_to_force = signed
+            scale = max(abs(lo), abs(hi))
+            q._scale_param_storage.data.fill_(scale)
+            if q.is_using_log_scale_storage:
+                q._scale_param_storage.data.log_()
+
+
+@dataclass(frozen=True)
+class QuantizerState:
+    """A quantizer's settings as plain values (for the table and for checks)."""
+    enabled: bool
+    bits: Optional[int]
+    levels: Optional[int]
+    mode: str
+    per_channel: bool
+    signed: bool
+    range_low: float
+    range_high: float
+
+
+def quantizer_state(q: nn.Module) -> QuantizerState:
+    from nncf.torch.quantization.layers import AsymmetricQuantizer
+
+    enabled = q.is_enabled_quantization()
+    with torch.no_grad():
+        if isinstance(q, AsymmetricQuantizer):
+            low = q.input_low.detach()
+            high = low + q.input_range.detach()
+            mode = "asymmetric"
+        else:
+            scale = q.scale.detach().abs()
+            high = scale
+            low = -scale if q.signed else torch.zeros_like(scale)
+            mode = "symmetric"
+    return QuantizerState(enabled, q.num_bits if enabled else None, q.levels if enabled else None, mode,
+                          bool(q.per_channel), bool(q.signed), float(low.min()), float(high.max()))
+
+
+def refresh_levels(qmodel: nn.Module) -> None:
+    """Asymmetric quantizers do not recompute their levels after load_state_dict."""
+    for q in quantizer_modules(qmodel).values():
+        q.set_levels()
+
+
+def input_range_problems(qmodel: nn.Module, lo: float = 0.0, hi: float = 1.0,
+                         example: torch.Tensor | None = None) -> list[str]:
+    """Quantizers on the image input whose range is narrower than what images in [lo, hi] produce there.
+    Torch clamps to that range but OpenVINO drops 16-bit FakeQuantize, so such a model cannot match its IR."""
+    if not is_quantized(qmodel):
+        return []
+    ex = example if example is not None else example_input()
+    modules = quantizer_modules(qmodel)
+    keys = [k for k, s in quantizer_sites(qmodel, ex).items()
+            if s.is_model_input and modules[k].is_enabled_quantization()]
+    if not keys:
+        return []
+    extremes = input_extremes(qmodel, [modules[k] for k in keys], ex, lo, hi)
+    problems = []
+    for key, (need_lo, need_hi) in zip(keys, extremes):
+        st = quantizer_state(modules[key])
+        slack = 1e-4 * max(1.0, abs(need_hi - need_lo))
+        if st.range_low > need_lo + slack or st.range_high < need_hi - slack:
+            problems.append(f"input quantizer {key} ({st.bits} bits) covers [{st.range_low:.4g}, "
+                            f"{st.range_high:.4g}] but images in [{lo}, {hi}] reach [{need_lo:.4g}, {need_hi:.4g}]; "
+                            "re-quantize with mixq (it pins this range) or fix input_info.range")
+    return problems
