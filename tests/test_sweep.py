@@ -176,3 +176,30 @@ def test_allocated_config_round_trips_and_is_verified(swept, tmp_path):
     assert {n for n in high if plan.layers[n].act_bits == 16} <= layers
     assert rec["verified"]["runtime_convs"]["fp32"] >= len([n for n in layers])
     assert (swept["out"] / "point_allocate_latency_ratio_3.json").is_file()
+
+
+@pytest.mark.parametrize("script", ["sweep_stages.py", "bitwidth_sweep.py", "resolution_sweep.py"])
+def test_sweep_tools_explain_themselves(script, capsys):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "tools" / script
+    old = sys.argv
+    sys.argv = [str(path), "--help"]
+    try:
+        with pytest.raises(SystemExit) as exc:
+            runpy.run_path(str(path), run_name="__main__")
+    finally:
+        sys.argv = old
+    assert exc.value.code == 0 and "usage" in capsys.readouterr().out
+
+
+def test_allocate_cli_refuses_two_budgets_and_a_missing_sweep(tmp_path, capsys):
+    from mixq_nncf.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["allocate", str(tmp_path), "--out", str(tmp_path / "c.json"), "--max-latency-ratio", "1.05",
+              "--max-size-mb", "3"])
+    assert main(["allocate", str(tmp_path), "--out", str(tmp_path / "c.json"), "--max-latency-ratio", "1.05"]) == 2
+    assert "sweep.json" in capsys.readouterr().err
