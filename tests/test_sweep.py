@@ -1,5 +1,6 @@
 """Sweeps and allocation on a tiny MSRResNet: resume, crash records, shard merge, exact solver, config round trip."""
 import json
+import math
 import random
 import shutil
 
@@ -203,3 +204,19 @@ def test_allocate_cli_refuses_two_budgets_and_a_missing_sweep(tmp_path, capsys):
               "--max-size-mb", "3"])
     assert main(["allocate", str(tmp_path), "--out", str(tmp_path / "c.json"), "--max-latency-ratio", "1.05"]) == 2
     assert "sweep.json" in capsys.readouterr().err
+
+
+def test_qat_mode_refines_the_top_candidates(tmp_path):
+    cfg = parse_config({"name": "tiny", "model": {"arch": "msrresnet_x4", "args": TINY, "weights": None},
+                        "data": {"calibration_samples": 4, "calibration_patch": 16, "eval_max_images": 2},
+                        "compression": {"initializer": {"fast_bias_correction": False}},
+                        "training": {"batch_size": 1, "patch_size": 32, "lr_g": 1e-4, "log_every": 1}})
+    spec = SweepSpec(granularity="stage", mode="qat", input_size=(16, 16), rank_images=2, rank_crop=16,
+                     latency_runs=2, bench_iterations=3, qat_top=1, qat_steps=2)
+    outcome = run_sweep(cfg, tmp_path, spec, progress=False, log=lambda m: None)
+    assert outcome.complete
+    s = outcome.summary
+    assert s["qat"]["steps"] == 2 and math.isfinite(s["qat"]["base_psnr"])
+    refined = [r for r in s["stages"] if "qat_gain_db" in r]
+    assert len(refined) == 1 and math.isfinite(refined[0]["qat_gain_db"])
+    assert (tmp_path / "qat" / "_base" / "final.pt").is_file()
