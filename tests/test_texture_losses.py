@@ -138,3 +138,25 @@ def test_texture_metrics_see_grain():
     for name in ("fidelity_gmsd", "fidelity_nlpd"):
         assert texture_fidelity(name, grainy, clean, 4) > texture_fidelity(name, clean, clean, 4) + 1e-3, name
     assert texture_fidelity("fidelity_ms_ssim", grainy, clean, 4) < 0.999
+
+
+def test_texture_figure_finds_the_textured_region(tmp_path):
+    from PIL import Image
+
+    from mixq_nncf.report import most_textured_crop, save_texture_grid
+
+    g = torch.Generator().manual_seed(0)
+    fp32 = torch.full((3, 200, 240), 0.5)
+    fp32[:, 120:180, 150:210] = torch.rand(3, 60, 60, generator=g)
+    top, left, size = most_textured_crop(fp32, 64)
+    assert size == 64 and 100 <= top <= 136 and 130 <= left <= 166, (top, left)
+    grainy = (fp32 + 0.05 * torch.randn(fp32.shape, generator=g)).clamp(0, 1)
+    out = save_texture_grid([("fp32", fp32), ("int8", grainy)], tmp_path / "t.png", reference="fp32",
+                            crop=(top, left, size))
+    img = Image.open(out)
+    assert img.width == 2 * 64 + 4 and img.height > 3 * 64
+    import numpy as np
+
+    heat = torch.from_numpy(np.asarray(img.crop((68, img.height - 64, 132, img.height)))).float()
+    same = torch.from_numpy(np.asarray(img.crop((0, img.height - 64, 64, img.height)))).float()
+    assert heat.mean() > same.mean() + 5  # the grainy column's difference map lights up, fp32's stays black
