@@ -274,6 +274,8 @@ def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_di
         # generator step
         if disc is not None:
             disc.requires_grad_(False)
+        if taps is not None:
+            taps.clear()  # drop features of forwards outside this step (discriminator warm-up, evaluation)
         sr = g_model(lr_img)
         terms: dict[str, torch.Tensor] = {}
         target = None
@@ -407,10 +409,13 @@ class FeatureTaps:
         missing = [n for n in names if n not in s_mods or n not in t_mods]
         if not names or missing:
             raise MixqError(f"training.feature_distill_blocks: no block named {missing or names} in both models; "
-                            "use module names such as body.0 (see `mixq models --layers`), or leave the list empty "
+                            "use module names such as body.0 (see `mixq models --json`), or leave the list empty "
                             "for every body block")
         self._handles = [s_mods[n].register_forward_hook(lambda m, i, o: self.student.append(o)) for n in names] + \
             [t_mods[n].register_forward_hook(lambda m, i, o: self.teacher.append(o)) for n in names]
+
+    def clear(self) -> None:
+        self.student, self.teacher = [], []
 
     def loss(self) -> torch.Tensor:
         """Distillation over the features of the last student and teacher forward; clears them."""
