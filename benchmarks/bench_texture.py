@@ -109,6 +109,7 @@ def main(argv=None) -> int:
     p.add_argument("--crop", type=int, default=96, help="LR crop size of the eval photos (default: 96)")
     p.add_argument("--work", default="runs/bench_texture", help="folder for the PTQ starts and training runs")
     p.add_argument("--out", default="benchmarks/results/texture", help="folder for texture.json / texture.png")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: all)")
     args = p.parse_args(argv)
 
     from importlib.resources import files
@@ -125,6 +126,8 @@ def main(argv=None) -> int:
     from mixq_nncf.qcheckpoint import load_quantized
     from mixq_nncf.train import train
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     demo = load_config(str(files("mixq_nncf") / "data_files" / "demo.json"))
     fp32 = load_generator(demo.model.arch, demo.model.args, demo.model.weights).eval()
     work, out = Path(args.work), Path(args.out)
@@ -177,6 +180,10 @@ def main(argv=None) -> int:
                   progress=False, on_step=on_step)
             result["runs"][key] = {"recipe": recipe, "start": start, "curve": curve,
                                    "wall_s": time.perf_counter() - t0}
+            if json_path.is_file():  # another process may have finished other recipes meanwhile
+                saved = json.loads(json_path.read_text())
+                result["runs"] = {**saved.get("runs", {}), **result["runs"]}
+                result["recipes"] = {**saved.get("recipes", {}), **result["recipes"]}
             atomic_write_json(json_path, result)
             plot(result, out / "texture.png")
     atomic_write_json(json_path, result)
