@@ -25,7 +25,7 @@ RECIPES: dict[str, dict] = {
     "distill_grad": {"gradient_weight": 1.0},
     "distill_fft": {"fft_weight": 1.0},
     "distill_feat": {"feature_distill_weight": 0.1},
-    "distill_grad_feat": {"gradient_weight": 1.0, "feature_distill_weight": 0.1},
+    "distill_fft_feat": {"fft_weight": 1.0, "feature_distill_weight": 0.1},
     # + adversarial distillation: a patch discriminator, warmed up alone, tells teacher outputs from the student's
     "distill_adv": {"adv_distill_weight": 1e-2, "adv_warmup_steps": 30, "lr_d": 2e-4, "gan_type": "ragan"},
 }

@@ -32,7 +32,7 @@ def _quality_cell(key: str, value: Any) -> str:
     # pyiqa caps PSNR at 80 dB for identical images: an fp32 IR reproduces the torch model exactly
     if key == "fidelity_psnr" and isinstance(value, (int, float)) and value >= 79.99:
         return "exact"
-    return _fmt(value, ".4f" if "ssim" in key else ".3f")
+    return _fmt(value, ".4f" if "ssim" in key or "gmsd" in key or "nlpd" in key else ".3f")
 
 
 def variant_table(report: dict) -> str:
@@ -91,8 +91,10 @@ def render_markdown(report: dict) -> str:
     if peers:
         parts += ["Peers measured in the same run:", "", peers, ""]
     parts += ["Quality: `fidelity_*` compares each variant's OpenVINO output with the fp32 model's output on the same "
-              "inputs (the cost of quantization alone); NIQE / PI are no-reference (lower is better); PSNR/SSIM against "
-              "ground truth appear only when the ground truth matches the model's training degradation.", ""]
+              "inputs (the cost of quantization alone; GMSD and NLPD: lower is better); `laplacian_ratio` is the "
+              "variant's fine-detail energy over fp32's (1 = same, above = added grain, below = smoothing); NIQE / PI "
+              "are no-reference (lower is better); PSNR/SSIM against ground truth appear only when the ground truth "
+              "matches the model's training degradation.", ""]
     parts += [f"**Runtime precision.** {INT16_NOTE}", ""]
     for name, v in report["variants"].items():
         fp32_layers = v.get("runtime_fp32_convs") or []
