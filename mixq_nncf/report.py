@@ -32,7 +32,7 @@ def _quality_cell(key: str, value: Any) -> str:
     # pyiqa caps PSNR at 80 dB for identical images: an fp32 IR reproduces the torch model exactly
     if key == "fidelity_psnr" and isinstance(value, (int, float)) and value >= 79.99:
         return "exact"
-    return _fmt(value, ".4f" if "ssim" in key else ".3f")
+    return _fmt(value, ".4f" if "ssim" in key or "gmsd" in key or "nlpd" in key else ".3f")
 
 
 def variant_table(report: dict) -> str:
@@ -91,8 +91,10 @@ def render_markdown(report: dict) -> str:
     if peers:
         parts += ["Peers measured in the same run:", "", peers, ""]
     parts += ["Quality: `fidelity_*` compares each variant's OpenVINO output with the fp32 model's output on the same "
-              "inputs (the cost of quantization alone); NIQE / PI are no-reference (lower is better); PSNR/SSIM against "
-              "ground truth appear only when the ground truth matches the model's training degradation.", ""]
+              "inputs (the cost of quantization alone; GMSD and NLPD: lower is better); `laplacian_ratio` is the "
+              "variant's fine-detail energy over fp32's (1 = same, above = added grain, below = smoothing); NIQE / PI "
+              "are no-reference (lower is better); PSNR/SSIM against ground truth appear only when the ground truth "
+              "matches the model's training degradation.", ""]
     parts += [f"**Runtime precision.** {INT16_NOTE}", ""]
     for name, v in report["variants"].items():
         fp32_layers = v.get("runtime_fp32_convs") or []
@@ -203,3 +205,57 @@ def save_tradeoff_plot(report: dict, path: Path) -> Path:
     out = atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=120))
     plt.close(fig)
     return out
+
+
+def most_textured_crop(img: Any, size: int) -> tuple[int, int, int]:
+    """(top, left, size) of the ``size`` px window with the highest luma variance: where quantization grain and
+    smoothing show (a centre crop often lands on sky or skin)."""
+    import torch.nn.functional as F
+
+    y = (0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2]).unsqueeze(0).unsqueeze(0).float()
+    h, w = y.shape[-2:]
+    size = min(size, h, w)
+    stride = max(1, size // 4)
+    mean = F.avg_pool2d(y, size, stride)
+    var = F.avg_pool2d(y * y, size, stride) - mean * mean
+    idx = int(var.flatten().argmax())
+    top, left = (idx // var.shape[-1]) * stride, (idx % var.shape[-1]) * stride
+    return min(top, h - size), min(left, w - size), size
+
+
+def save_texture_grid(panels: list[tuple[str, Any]], path: Path, *, reference: str, crop: tuple[int, int, int],
+                      zoom: int = 4, gain: float = 4.0) -> Path:
+    """Per variant (columns): the crop, a ``zoom``x nearest-neighbour inset of its centre, and |variant - reference|
+    x ``gain`` as a heat map, so grain (bright speckle) and smoothing (bright edges) show at a glance."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from .data import to_uint8
+
+    ref = dict(panels)[reference]
+    top, left, size = crop
+    inset = max(8, size // zoom)
+    i_top, i_left = top + (size - inset) // 2, left + (size - inset) // 2
+    label_h, pad = 16, 4
+    cols = []
+    for label, img in panels:
+        arr = to_uint8(img)
+        tile = Image.fromarray(arr[top:top + size, left:left + size])
+        box = Image.fromarray(arr[i_top:i_top + inset, i_left:i_left + inset]).resize((size, size), Image.NEAREST)
+        diff = (img - ref)[..., top:top + size, left:left + size].abs().mean(0).mul(gain).clamp(0, 1).numpy()
+        heat = np.stack([diff, diff ** 2, np.zeros_like(diff)], -1)  # black -> red -> yellow
+        heat_img = Image.fromarray((heat * 255).round().astype(np.uint8))
+        col = Image.new("RGB", (size, 3 * size + 2 * pad + label_h), "white")
+        col.paste(tile, (0, label_h))
+        ImageDraw.Draw(col).rectangle([(i_left - left, label_h + i_top - top),
+                                       (i_left - left + inset, label_h + i_top - top + inset)], outline="cyan")
+        col.paste(box, (0, label_h + size + pad))
+        col.paste(heat_img, (0, label_h + 2 * (size + pad)))
+        ImageDraw.Draw(col).text((3, 2), label, fill="black")
+        cols.append(col)
+    sheet = Image.new("RGB", (sum(c.width for c in cols) + pad * (len(cols) - 1), cols[0].height), "white")
+    x = 0
+    for c in cols:
+        sheet.paste(c, (x, 0))
+        x += c.width + pad
+    return atomic_write(path, lambda p: sheet.save(p, format="PNG"))
