@@ -274,10 +274,12 @@ class Context:
 
         return self._get("sites", lambda: quantizer_sites(self.qmodel, _EXAMPLE))
 
-    def apply(self, plan: PrecisionPlan, model: Optional[nn.Module] = None) -> nn.Module:
+    def apply(self, plan: PrecisionPlan, model: Optional[nn.Module] = None, *, scored: bool = True) -> nn.Module:
+        """Re-plan the calibrated model (or ``model``) in place. ``scored=False``: the caller exports it and never
+        scores it on the ranking crops, so they need not be chosen first."""
         from .nncf_adapter import apply_plan
 
-        if "ranking" not in self._cache and not self._cache.get("_building_ranking"):
+        if scored and "ranking" not in self._cache and not self._cache.get("_building_ranking"):
             self.ranking  # choosing the ranking crops re-plans the model: do it before, never between apply and use
         model = model if model is not None else self.qmodel
         apply_plan(model, plan, example=_EXAMPLE, sites=self.sites)

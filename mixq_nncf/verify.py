@@ -69,7 +69,7 @@ def _measure(sweep_dir: Path, summary: dict, cfg_dict: dict, tag: str, bench_ite
     folder = sweep_dir / "allocations" / tag
     xml = folder / "model.xml"
     t0 = time.perf_counter()
-    export_ir(ctx.apply(plan), xml, example_input=ctx.eval_pairs()[0]["lr"][None, :, :32, :32],
+    export_ir(ctx.apply(plan, scored=False), xml, example_input=ctx.eval_pairs()[0]["lr"][None, :, :32, :32],
               compact_16bit=cfg.export.compact_16bit)
     export_s = time.perf_counter() - t0
     h, w = summary["input_size"]
