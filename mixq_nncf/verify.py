@@ -64,7 +64,8 @@ def _measure(sweep_dir: Path, summary: dict, cfg_dict: dict, tag: str, bench_ite
     cfg = parse_config({k: v for k, v in cfg_dict.items() if k != "description"})
     sw = summary["sweep"]
     spec = SweepSpec(**{**sw, "input_size": tuple(sw["input_size"])})
-    ctx = Context(cfg, spec, sweep_dir, log)
+    # the sweep's own config: its calibrated model (calibrated.pt) is re-planned, not calibrated again
+    ctx = Context(parse_config(json.loads((sweep_dir / "config.json").read_text())), spec, sweep_dir, log)
     plan = resolve_plan(ctx.fp32, cfg.compression, tuple(cfg.input_info.range))
     folder = sweep_dir / "allocations" / tag
     xml = folder / "model.xml"
