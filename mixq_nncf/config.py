@@ -296,9 +296,20 @@ class TrainingSection:
     amp: bool = True
     seed: int = 0
     num_workers: int = 0
+    # Texture-preserving terms against the fp32 teacher's output (README "QAT loss recipes"); 0 = off
+    adv_distill_weight: float = 0.0  # GAN term whose discriminator tells teacher outputs (real) from student's
+    adv_discriminator: str = "patch"  # patch (small PatchGAN, any size) | vgg (VGGStyleDiscriminator)
+    adv_warmup_steps: int = 0  # discriminator-only steps before the generator's first step
+    feature_distill_weight: float = 0.0  # L1 on intermediate block outputs, student vs teacher
+    feature_distill_blocks: list[str] = field(default_factory=list)  # module names; empty = every body.N block
+    gradient_weight: float = 0.0  # L1 on image gradients, student vs teacher
+    fft_weight: float = 0.0  # L1 on FFT magnitudes, student vs teacher
 
     def __post_init__(self):
         _check_choice(self.gan_type, ("vanilla", "ragan"), "training.gan_type")
+        _check_choice(self.adv_discriminator, ("patch", "vgg"), "training.adv_discriminator")
+        if self.adv_warmup_steps < 0:
+            raise ConfigError("training.adv_warmup_steps: must be >= 0")
         if self.iterations < 0:
             raise ConfigError("training.iterations: must be >= 0")
         weights = (self.pixel_weight, self.perceptual_weight, self.gan_weight, self.distill_weight)

@@ -521,5 +521,19 @@ def _figures(report: dict, arts: dict[str, VariantArtifacts], eval_pairs: list, 
         size = min(160, h, w)
         save_side_by_side(panels, figs / "crops.png", crop=((h - size) // 2, (w - size) // 2, size))
         report["figures"]["side-by-side crops"] = "figures/crops.png"
+        _texture_figure(report, panels, figs)
     save_tradeoff_plot(report, figs / "tradeoff.png")
     report["figures"]["latency vs fidelity"] = "figures/tradeoff.png"
+
+
+def _texture_figure(report: dict, panels: list, figs: Path) -> None:
+    """The most textured region of the fp32 output, per variant: crop, zoomed inset, difference to fp32."""
+    from .report import most_textured_crop, save_texture_grid
+
+    named = dict(panels)
+    reference = report.get("baseline") or "fp32"
+    if reference not in named:
+        return
+    crop = most_textured_crop(named[reference], 128)
+    save_texture_grid(panels, figs / "texture.png", reference=reference, crop=crop)
+    report["figures"]["most textured region: crop, 4x inset, |difference to fp32| x4"] = "figures/texture.png"

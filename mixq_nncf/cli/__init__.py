@@ -16,6 +16,8 @@ COMMANDS = {
     "bench": ("mixq_nncf.cli.bench_cmd", "OpenVINO CPU latency/throughput against fp32 peers"),
     "eval": ("mixq_nncf.cli.eval_cmd", "score a model or images: PSNR/SSIM, fidelity, NIQE, NRQM, PI, LPIPS"),
     "upscale": ("mixq_nncf.cli.upscale_cmd", "upscale images with an OpenVINO IR (tiled)"),
+    "sweep": ("mixq_nncf.cli.sweep_cmd", "per-stage/block/layer sensitivity with measured CPU latency and size"),
+    "allocate": ("mixq_nncf.cli.allocate_cmd", "choose the layers to keep high under a latency/size/fidelity budget"),
     "run": ("mixq_nncf.cli.run_cmd", "config -> quantize -> train -> export -> benchmark -> report"),
     "demo": ("mixq_nncf.cli.run_cmd", "the embedded offline demo: four variants of Real-ESRGAN x4plus"),
 }

@@ -9,7 +9,9 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
                      "checkpoint, or an fp32 checkpoint with --arch) on a dataset (--data offline|FOLDER; LR made by "
                      "MATLAB bicubic), optionally against a --reference model for fidelity; or existing images "
                      "(--pred DIR --gt DIR, matched by file name). Metrics: psnr, ssim (Y, border crop = scale), "
-                     "fidelity_psnr, fidelity_ssim, niqe, nrqm, pi, lpips. Writes per_image.csv and summary.json.")
+                     "fidelity_psnr, fidelity_ssim, the texture fidelities fidelity_ms_ssim, fidelity_gmsd, fidelity_nlpd, "
+                     "laplacian_ratio (all against --reference, offline), niqe, nrqm, pi, lpips. Writes "
+                     "per_image.csv and summary.json.")
     p.add_argument("--model", help="model to run: .xml IR, mixq .pt, or fp32 weights with --arch")
     p.add_argument("--arch", help="preset for an fp32 weights file (see `mixq models`)")
     p.add_argument("--reference", help="fp32 model for fidelity metrics (.xml or .pt or weights with --arch)")
