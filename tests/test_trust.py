@@ -272,7 +272,7 @@ def test_restore_moves_a_model_back_to_its_device():
 
 
 def test_all_loss_weights_zero_is_refused():
-    with pytest.raises(ConfigError, match="all 0, so training would not change the model"):
+    with pytest.raises(ConfigError, match="is 0, so training would not change the model"):
         _cfg({"pixel_weight": 0.0, "distill_weight": 0.0})
     _cfg({"pixel_weight": 0.0, "distill_weight": 0.0, "iterations": 0})
     _cfg({"pixel_weight": 0.0, "distill_weight": 0.0, "distill_only": True})
