@@ -60,19 +60,20 @@ def read_ir(xml_path: str | Path):
                              "re-export it") from None
 
 
-def compile_config(precision: str = "f32", *, threads: int = 0, streams: Optional[int] = None,
-                   hint: str = "THROUGHPUT") -> dict:
+def compile_config(precision: str = "f32", *, threads: int = 0, streams: Optional[int] = None) -> dict:
     """CPU compile options. ``precision='default'`` leaves the inference precision to the plugin (bf16 on CPUs with
-    AVX512-BF16/AMX), which is what plain OpenVINO users get."""
+    AVX512-BF16/AMX), which is what plain OpenVINO users get. One stream on all threads by default: a frame or a
+    large tile keeps every core busy, and a second stream would leave a core idle on the last image of an odd
+    count; ``streams`` > 1 runs that many requests side by side (many small tiles)."""
     if precision not in PRECISIONS:
         raise MixqError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     config: dict[str, Any] = {}
     if precision != "default":
         config["INFERENCE_PRECISION_HINT"] = precision
-    if streams:
-        config.update({"PERFORMANCE_HINT": "NONE" if threads else hint, "NUM_STREAMS": int(streams)})
+    if streams and streams > 1:
+        config.update({"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": int(streams)})
     else:
-        config["PERFORMANCE_HINT"] = hint
+        config["PERFORMANCE_HINT"] = "LATENCY"
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     return config
@@ -102,7 +103,7 @@ class Upscaler:
         overlap: LR context around each core; None = the receptive radius (exact) up to MAX_DEFAULT_OVERLAP.
         precision: inference precision hint for non-int8 layers: "f32" (what mixq measures), "bf16", "f16" or
             "default" (the plugin's choice: bf16 on AVX512-BF16/AMX CPUs).
-        threads, streams: CPU threads and parallel streams; 0/None = OpenVINO's throughput defaults.
+        threads, streams: CPU threads (0 = all cores) and parallel streams (None = one stream on all threads).
         scale: expected scale; a mismatch with the IR's is an error.
         progress: a tqdm bar per image.
     """
@@ -177,8 +178,9 @@ class Upscaler:
             try:
                 n = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
             except Exception:
-                n = 2
-            queue = ov.AsyncInferQueue(compiled, max(1, n))
+                n = 1
+            # one request more than the streams: the next window is queued while Python stitches the last one
+            queue = ov.AsyncInferQueue(compiled, max(1, n) + 1)
             queue.set_callback(self._on_done)
             self._queues[(h, w)] = queue
         return self._queues[(h, w)]

@@ -1,0 +1,318 @@
+"""End-to-end upscaling of real frames with Real-ESRGAN x4plus: what users run today (PyTorch fp32, the way
+Real-ESRGAN's inference script tiles) against our fp32, int8 and mixed IRs through `mixq upscale`'s engine.
+
+    python benchmarks/bench_upscale.py --out benchmarks/out/bench_upscale
+
+Inputs: three 480x270 frames (16:9 crops of the offline motorcycle and china photos resized with MATLAB bicubic)
+upscaled x4 to 1920x1080, and one photo as it is (chelsea, 451x300, to 1804x1200). Every configuration runs in its
+own process so its peak memory (ru_maxrss) is its own: wall time per image (model load excluded, reported apart),
+frames per second, peak memory, and fidelity (PSNR-Y against the PyTorch fp32 output). With 2 threads every
+configuration runs all four images; with 1 thread the first frame only. The IRs under OpenVINO's default precision
+hint (bf16 on AVX512-BF16/AMX CPUs) are measured too: that is what a user gets who does not set f32.
+
+The acceptance run: one `mixq upscale` process (start to exit, int8 IR, the three frames) against three
+single-shot latencies of the int8 IR compiled statically at 1x3x270x480 (measured before and after it), and
+against the PyTorch reference on the same frames.
+
+IRs are made once (calibration on 16 offline crops of 64 px) and cached in benchmarks/out/upscale_irs/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FRAME = (270, 480)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# inputs
+
+def make_inputs(folder: Path) -> dict[str, Path]:
+    """Three 480x270 frames (16:9 crops of offline photos resized by MATLAB bicubic) and one photo as it is
+    (chelsea, 451x300), as 8-bit PNGs, made once."""
+    from mixq_nncf.data import imresize, load_image, offline_photos, save_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    photos = {p.stem: p for p in offline_photos("all")}
+    out = {}
+    for i, (name, crop_w) in enumerate([("motorcycle_left", 720), ("motorcycle_right", 720), ("china", 640)]):
+        path = folder / f"frame{i + 1}_{name}.png"
+        if not path.exists():
+            hr = load_image(photos[name])
+            crop_h = crop_w * 9 // 16
+            h, w = hr.shape[-2:]
+            top, left = (h - crop_h) // 2, (w - crop_w) // 2
+            frame = imresize(hr[:, top:top + crop_h, left:left + crop_w], FRAME[1] / crop_w)
+            assert tuple(frame.shape[-2:]) == FRAME, frame.shape
+            save_image(frame.clamp(0, 1), path)
+        out[f"frame{i + 1}"] = path
+    path = folder / "photo_chelsea.png"
+    if not path.exists():
+        save_image(load_image(photos["chelsea"]), path)
+    out["photo"] = path
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# workers (one process each)
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _torch_realesrgan(model, img, tile: int, tile_pad: int, pre_pad: int):
+    """Real-ESRGAN's RealESRGANer for a scale-4 model, in our words: reflect-pad the right/bottom by pre_pad, run
+    the whole image (tile 0) or tiles of `tile` px each read with tile_pad px of context (cropped at the image
+    edge, so border tiles are smaller), paste the tile centres, crop the pre-pad away."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(img.transpose(2, 0, 1).copy())[None]
+    if pre_pad:
+        x = F.pad(x, (0, pre_pad, 0, pre_pad), mode="reflect")
+    s = 4
+    with torch.no_grad():
+        if tile <= 0:
+            y = model(x)
+        else:
+            _, _, h, w = x.shape
+            y = x.new_zeros(1, 3, h * s, w * s)
+            for top in range(0, h, tile):
+                for left in range(0, w, tile):
+                    bottom, right = min(top + tile, h), min(left + tile, w)
+                    t0, l0 = max(top - tile_pad, 0), max(left - tile_pad, 0)
+                    b1, r1 = min(bottom + tile_pad, h), min(right + tile_pad, w)
+                    out = model(x[:, :, t0:b1, l0:r1])
+                    y[:, :, top * s:bottom * s, left * s:right * s] = out[
+                        :, :, (top - t0) * s:(bottom - t0) * s, (left - l0) * s:(right - l0) * s]
+    if pre_pad:
+        y = y[:, :, :y.shape[2] - pre_pad * s, :y.shape[3] - pre_pad * s]
+    return y[0].clamp(0, 1).numpy().transpose(1, 2, 0)
+
+
+def worker(args) -> int:
+    """Upscale args.images with one configuration; print a JSON line with the timings."""
+    import numpy as np
+
+    from mixq_nncf.imageio import Picture, read_image, write_image
+
+    t_start = time.perf_counter()
+    images = [Path(p) for p in args.images]
+    save = Path(args.save) if args.save else None
+    times, names = [], []
+    if args.method == "torch_fp32":
+        import torch
+
+        torch.set_num_threads(args.threads)
+        from mixq_nncf.models import load_generator
+
+        model = load_generator("realesrgan_x4plus", None, "embedded").eval()
+        loaded = time.perf_counter() - t_start
+        for p in images:
+            pic = read_image(p)
+            t0 = time.perf_counter()
+            sr = _torch_realesrgan(model, pic.rgb, args.torch_tile, 10, 10)
+            times.append(time.perf_counter() - t0)
+            names.append(p.stem)
+            if save:
+                write_image(Picture(np.ascontiguousarray(sr), bits=16), save / f"{p.stem}.png")
+    elif args.method == "single_shot":
+        import openvino as ov
+
+        from mixq_nncf.upscale import compile_config
+
+        core = ov.Core()
+        model = core.read_model(args.ir)
+        model.reshape([1, 3, *FRAME])
+        compiled = core.compile_model(model, "CPU", compile_config("f32", threads=args.threads))
+        req = compiled.create_infer_request()
+        loaded = time.perf_counter() - t_start
+        x = np.ascontiguousarray(read_image(images[0]).rgb.transpose(2, 0, 1)[None])
+        req.infer({0: x})  # warm-up
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            req.infer({0: x})
+            times.append(time.perf_counter() - t0)
+            names.append(images[0].stem)
+    else:
+        from mixq_nncf.upscale import Upscaler
+
+        up = Upscaler(args.ir, precision=args.precision, threads=args.threads, tile=args.tile)
+        pics = [(p, read_image(p)) for p in images]
+        for _, pic in pics:  # compile each window shape before timing (a video pipeline does this once)
+            t = up.tiles_for(*pic.size)[0]
+            up.compiled(t.h, t.w)
+        loaded = time.perf_counter() - t_start
+        t0 = time.perf_counter()
+        last = t0
+        for p, result in up.upscale_stream(iter(pics)):
+            now = time.perf_counter()
+            times.append(now - last)
+            last = now
+            names.append(p.stem)
+            if save:
+                write_image(Picture(result.rgb, bits=16), save / f"{p.stem}.png")
+        up.close()
+    print(json.dumps({"method": args.method, "precision": args.precision, "threads": args.threads,
+                      "load_s": loaded, "times_s": times, "images": names, "peak_rss_mb": _peak_mb()}))
+    return 0
+
+
+def _spawn(*argv, env=None) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", *map(str, argv)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env or os.environ.copy())
+    if r.returncode:
+        raise RuntimeError(f"worker failed: {' '.join(cmd)}\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the run
+
+def psnr_y(a, b, crop: int = 4) -> float:
+    import numpy as np
+
+    w = np.array([65.481, 128.553, 24.966]) / 255.0
+    ya, yb = a @ w + 16 / 255, b @ w + 16 / 255
+    d = (ya - yb)[crop:-crop, crop:-crop]
+    mse = float(np.mean(d ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="benchmarks/out/bench_upscale", help="folder for results and outputs")
+    p.add_argument("--irs", default="benchmarks/out/upscale_irs", help="IR cache folder")
+    p.add_argument("--torch-tile", type=int, default=0,
+                   help="Real-ESRGAN --tile for the PyTorch reference (default 0 = whole image, its default)")
+    p.add_argument("--skip-one-thread", action="store_true", help="only the 2-thread configurations")
+    p.add_argument("--worker", nargs="*", help=argparse.SUPPRESS)
+    args, _ = p.parse_known_args(argv)
+    if args.worker is not None:
+        w = argparse.ArgumentParser()
+        w.add_argument("method")
+        w.add_argument("threads", type=int)
+        w.add_argument("--ir")
+        w.add_argument("--precision", default="f32")
+        w.add_argument("--tile", type=int, default=None)
+        w.add_argument("--torch-tile", type=int, default=0)
+        w.add_argument("--repeat", type=int, default=3)
+        w.add_argument("--save")
+        w.add_argument("--images", nargs="+")
+        return worker(w.parse_args(args.worker))
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _upscale_irs import make_irs
+
+    from mixq_nncf.bench import machine_info
+    from mixq_nncf.config import to_dict
+    from mixq_nncf.imageio import read_image
+    from mixq_nncf.io_utils import atomic_write_json, atomic_write_text
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print("IRs ...", file=sys.stderr, flush=True)
+    irs, _ = make_irs(Path(args.irs))
+    inputs = make_inputs(out / "inputs")
+    frames = [inputs[k] for k in ("frame1", "frame2", "frame3")]
+    every = frames + [inputs["photo"]]
+    load_before = os.getloadavg()
+    result: dict = {"machine": to_dict(machine_info()), "load_before": load_before, "runs": {}}
+
+    # 1. acceptance: single shot, one `mixq upscale` process, single shot again, PyTorch reference
+    print("acceptance run ...", file=sys.stderr, flush=True)
+    ss1 = _spawn("single_shot", 2, "--ir", irs["int8"], "--images", frames[0])
+    t0 = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = subprocess.run([sys.executable, "-m", "mixq_nncf.cli", "upscale", str(irs["int8"]), *map(str, frames),
+                        "--out", str(out / "mixq_upscale"), "--no-progress"], capture_output=True, text=True, env=env)
+    cli_wall = time.perf_counter() - t0
+    if r.returncode:
+        raise RuntimeError(r.stderr[-2000:])
+    ss2 = _spawn("single_shot", 2, "--ir", irs["int8"], "--images", frames[0])
+    single = sorted(ss1["times_s"] + ss2["times_s"])
+    single_median = single[len(single) // 2]
+    result["acceptance"] = {"cli_wall_s": cli_wall, "single_shot_s": single,
+                            "three_single_shots_s": 3 * single_median,
+                            "cli_over_single_shots": cli_wall / (3 * single_median)}
+
+    # 2. every configuration at 2 threads on all images, outputs kept for fidelity
+    configs = [("torch_fp32", None, "f32"), ("ov", "fp32", "f32"), ("ov", "int8", "f32"), ("ov", "mixed", "f32"),
+               ("ov", "int8", "default"), ("ov", "mixed", "default")]
+    rows = {}
+    for method, ir, prec in configs:
+        name = "pytorch_fp32_realesrgan" if method == "torch_fp32" else f"ov_{ir}" + ("" if prec == "f32" else
+                                                                                    "_default_hint")
+        print(f"{name} (2 threads) ...", file=sys.stderr, flush=True)
+        save = out / "outputs" / name
+        save.mkdir(parents=True, exist_ok=True)
+        extra = ["--torch-tile", args.torch_tile] if method == "torch_fp32" else ["--ir", irs[ir], "--precision", prec]
+        rows[(name, 2)] = _spawn(method if method == "torch_fp32" else "upscaler", 2, *extra, "--save", save,
+                                 "--images", *every)
+    if not args.skip_one_thread:
+        for method, ir, prec in configs[:4]:
+            name = "pytorch_fp32_realesrgan" if method == "torch_fp32" else f"ov_{ir}"
+            print(f"{name} (1 thread) ...", file=sys.stderr, flush=True)
+            extra = ["--torch-tile", args.torch_tile] if method == "torch_fp32" else ["--ir", irs[ir]]
+            rows[(name, 1)] = _spawn(method if method == "torch_fp32" else "upscaler", 1, *extra,
+                                     "--images", frames[0])
+    ref_dir = out / "outputs" / "pytorch_fp32_realesrgan"
+    torch_frames = sum(rows[("pytorch_fp32_realesrgan", 2)]["times_s"][:3])
+    result["acceptance"]["pytorch_fp32_three_frames_s"] = torch_frames
+    result["acceptance"]["speedup_vs_pytorch"] = torch_frames / cli_wall
+    for (name, threads), row in rows.items():
+        fid = {}
+        if threads == 2 and name != "pytorch_fp32_realesrgan":
+            for img in every:
+                a = read_image(out / "outputs" / name / f"{img.stem}.png").rgb.astype("float64")
+                b = read_image(ref_dir / f"{img.stem}.png").rgb.astype("float64")
+                fid[img.stem] = psnr_y(a, b)
+        row["fidelity_db"] = fid
+        result["runs"][f"{name}@{threads}"] = row
+    result["load_after"] = os.getloadavg()
+    atomic_write_json(out / "bench_upscale.json", result)
+    md = markdown(result)
+    atomic_write_text(out / "bench_upscale.md", md + "\n")
+    print(md)
+    return 0
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    acc = result["acceptance"]
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, OpenVINO {m['openvino']}, torch {m['torch']}; load average "
+             f"{result['load_before'][0]:.1f} before, {result['load_after'][0]:.1f} after (1 min).", "",
+             "| configuration | threads | model load s | s per 480x270 frame | frames/s | photo 451x300 s | "
+             "peak RSS MB | fidelity to PyTorch fp32, frames / photo (PSNR-Y dB) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key, row in result["runs"].items():
+        name, threads = key.split("@")
+        t = row["times_s"]
+        frames = t[:3] if len(t) >= 3 else t[:1]
+        per = sum(frames) / len(frames)
+        photo = f"{t[3]:.2f}" if len(t) > 3 else "-"
+        fid = row.get("fidelity_db") or {}
+        ff = [v for k, v in fid.items() if k.startswith("frame")]
+        fid_s = (f"{sum(ff) / len(ff):.2f} / {next((v for k, v in fid.items() if k.startswith('photo')), float('nan')):.2f}" if ff else
+                 ("reference" if name.startswith("pytorch") and threads == "2" else "-"))
+        lines.append(f"| {name} | {threads} | {row['load_s']:.1f} | {per:.2f} | {1 / per:.3f} | {photo} | "
+                     f"{row['peak_rss_mb']:.0f} | {fid_s} |")
+    lines += ["", f"Acceptance (three 480x270 frames, int8 IR, 2 threads): one `mixq upscale` process took "
+              f"{acc['cli_wall_s']:.2f} s from start to exit; three single-shot latencies of the statically "
+              f"compiled 1x3x270x480 int8 IR take {acc['three_single_shots_s']:.2f} s "
+              f"(median of {len(acc['single_shot_s'])}: {', '.join(f'{v:.2f}' for v in acc['single_shot_s'])}), "
+              f"so the process is at {acc['cli_over_single_shots'] * 100 - 100:+.1f}%; the PyTorch fp32 reference "
+              f"spends {acc['pytorch_fp32_three_frames_s']:.2f} s on the same frames (model load excluded): "
+              f"{acc['speedup_vs_pytorch']:.2f}x."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
