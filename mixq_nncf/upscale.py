@@ -26,8 +26,9 @@ from .tiling import Reach, Tile, network_reach, plan_tiles
 # whole images up to this many LR pixels run as one window (480x270 and 640x360 frames do); larger ones are tiled
 WHOLE_IMAGE_PIXELS = 512 * 512
 DEFAULT_TILE = 256
-# overlap when the receptive field is wider than this (RRDBNet: ~350 px); Real-ESRGAN's own script uses 10
-MAX_DEFAULT_OVERLAP = 32
+# default overlap cap: SRResNet (35) and EDSR-M (36) stay exact; RRDBNet (350) and EDSR-L (68) are capped;
+# Real-ESRGAN's own script uses 10
+MAX_DEFAULT_OVERLAP = 40
 PRECISIONS = ("f32", "bf16", "f16", "default")
 
 
@@ -106,11 +107,14 @@ class Upscaler:
         threads, streams: CPU threads (0 = all cores) and parallel streams (None = one stream on all threads).
         scale: expected scale; a mismatch with the IR's is an error.
         progress: a tqdm bar per image.
+        cache: keep compiled models in OpenVINO's model cache ($MIXQ_CACHE or ~/.cache/mixq/openvino), so the
+            next process with the same IR, shape and options skips compilation.
     """
 
     def __init__(self, xml: str | Path, *, tile: Optional[int] = None, overlap: Optional[int] = None,
                  precision: str = "f32", threads: int = 0, streams: Optional[int] = None,
-                 scale: Optional[int] = None, config: Optional[dict] = None, progress: bool = False):
+                 scale: Optional[int] = None, config: Optional[dict] = None, progress: bool = False,
+                 cache: bool = True):
         ov = _ov()
         if tile is not None and tile < 0:
             raise MixqError(f"tile must be >= 0 (0 = whole image), got {tile}")
@@ -131,6 +135,9 @@ class Upscaler:
         self.precision = precision
         self.progress = progress
         self._core = ov.Core()
+        self.cache_dir = _cache_dir() if cache else None
+        if self.cache_dir is not None:  # compiled blobs are reused by the next process: start-up drops to a read
+            self._core.set_property({"CACHE_DIR": str(self.cache_dir)})
         self._compiled: dict[tuple[int, int], Any] = {}
         self._queues: dict[tuple[int, int], Any] = {}
         self._lock = threading.Lock()
@@ -235,9 +242,10 @@ class Upscaler:
             raise job.error
         h, w = job.picture.size
         s = self.scale
-        rgb = np.clip(job.out[:, :h * s, :w * s], 0, 1).transpose(1, 2, 0)
+        np.clip(job.out, 0, 1, out=job.out)
+        rgb = job.out[:, :h * s, :w * s].transpose(1, 2, 0)  # a view: writers and callers copy as they need
         alpha = resize_plane(job.picture.alpha, s) if job.picture.alpha is not None else None
-        return Picture(np.ascontiguousarray(rgb), alpha, job.picture.gray, job.picture.bits)
+        return Picture(rgb, alpha, job.picture.gray, job.picture.bits)
 
     def upscale_stream(self, items: Iterable[tuple[Any, Picture]]) -> Iterator[tuple[Any, Picture]]:
         """(key, Picture) in, (key, upscaled Picture) out, in order. The next image's tiles are queued before the
@@ -286,6 +294,17 @@ class Upscaler:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _cache_dir() -> Optional[Path]:
+    root = os.environ.get("MIXQ_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
+                                                       os.path.expanduser("~/.cache"), "mixq")
+    path = Path(root) / "openvino"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return path if os.access(path, os.W_OK) else None
 
 
 def _to_picture(image):

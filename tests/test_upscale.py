@@ -212,3 +212,25 @@ def test_read_errors_name_the_file(tmp_path):
         read_image(tmp_path / "x.png")
     with pytest.raises(DataError, match="folder"):
         read_image(tmp_path)
+
+
+# -- deployment settings ------------------------------------------------------------------------------------------
+
+def test_export_ships_the_f32_hint_and_bench_shows_the_default(ir):
+    import openvino as ov
+
+    from mixq_nncf.cli.bench_cmd import conv_precisions
+    from mixq_nncf.export import read_meta
+    from mixq_nncf.report import render_markdown
+
+    assert read_meta(ir)["deployment"]["compile_config"] == {"INFERENCE_PRECISION_HINT": "f32"}
+    ovms = json.loads(ir.with_suffix(".ovms.json").read_text())
+    assert ovms["model_config_list"][0]["config"]["plugin_config"] == {"INFERENCE_PRECISION_HINT": "f32"}
+    model = ov.Core().read_model(str(ir))
+    assert model.get_rt_info(["runtime_options", "INFERENCE_PRECISION_HINT"]).astype(str) == "f32"
+    assert set(conv_precisions(ir, (1, 3, 16, 16), "f32")) == {"f32"}
+    if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):  # the trap exists on this CPU
+        assert set(conv_precisions(ir, (1, 3, 16, 16), "default")) == {"bf16"}
+    report = {"machine": {"flags": ["avx512_bf16"]}, "variants": {}}
+    assert "INFERENCE_PRECISION_HINT=f32" in render_markdown(report)
+    assert "INFERENCE_PRECISION_HINT=f32" not in render_markdown({"machine": {"flags": []}, "variants": {}})

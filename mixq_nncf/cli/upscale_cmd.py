@@ -18,7 +18,7 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--tile", type=int, default=None,
                    help="largest LR tile side in pixels; 0 = whole image (default: whole up to 512x512, else 256)")
     p.add_argument("--overlap", type=int, default=None,
-                   help="LR context pixels around each tile (default: the network's receptive radius, at most 32; "
+                   help="LR context pixels around each tile (default: the network's receptive radius, at most 40; "
                         "at the radius tiled output equals untiled output exactly)")
     p.add_argument("--scale", type=int, help="expected upscale factor; it comes from the IR, a different value "
                                              "is an error")
@@ -33,6 +33,9 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--check-seams", action="store_true",
                    help="also run the first image untiled and report the tiled/untiled difference")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-cache", action="store_true",
+                   help="do not keep compiled models in the cache ($MIXQ_CACHE or ~/.cache/mixq/openvino); with it "
+                        "a second run with the same IR and image size skips compilation")
 
 
 def expand_inputs(specs: list[str]) -> list["Path"]:
@@ -110,7 +113,8 @@ def run(args) -> int:
         raise MixqError(f"--streams must be >= 1, got {args.streams}")
     paths = expand_inputs(args.images)
     up = Upscaler(args.ir, tile=args.tile, overlap=args.overlap, precision=args.precision, threads=args.threads,
-                  streams=args.streams, scale=args.scale, progress=not args.no_progress)
+                  streams=args.streams, scale=args.scale, progress=not args.no_progress,
+                  cache=not args.no_cache)
     out_dir = Path(args.out)
     names = dict(zip(paths, output_names(paths, up.scale, args.format)))
     failed: dict[str, str] = {}
