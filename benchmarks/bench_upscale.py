@@ -67,6 +67,12 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process, all threads: on a shared machine the work, where wall time is the share."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _torch_realesrgan(model, img, tile: int, tile_pad: int, pre_pad: int):
     """Real-ESRGAN's RealESRGANer for a scale-4 model, in our words: reflect-pad the right/bottom by pre_pad, run
     the whole image (tile 0) or tiles of `tile` px each read with tile_pad px of context (cropped at the image
@@ -106,7 +112,7 @@ def worker(args) -> int:
     t_start = time.perf_counter()
     images = [Path(p) for p in args.images]
     save = Path(args.save) if args.save else None
-    times, names = [], []
+    times, names, cpu = [], [], []
     if args.method == "torch_fp32":
         import torch
 
@@ -117,9 +123,10 @@ def worker(args) -> int:
         loaded = time.perf_counter() - t_start
         for p in images:
             pic = read_image(p)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), _cpu_s()
             sr = _torch_realesrgan(model, pic.rgb, args.torch_tile, 10, 10)
             times.append(time.perf_counter() - t0)
+            cpu.append(_cpu_s() - c0)
             names.append(p.stem)
             if save:
                 write_image(Picture(np.ascontiguousarray(sr), bits=16), save / f"{p.stem}.png")
@@ -133,9 +140,10 @@ def worker(args) -> int:
         x = np.ascontiguousarray(read_image(images[0]).rgb.transpose(2, 0, 1)[None])
         req.infer({0: x})  # warm-up
         for _ in range(args.repeat):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), _cpu_s()
             req.infer({0: x})
             times.append(time.perf_counter() - t0)
+            cpu.append(_cpu_s() - c0)
             names.append(images[0].stem)
     else:
         from mixq_nncf.upscale import Upscaler
@@ -147,28 +155,44 @@ def worker(args) -> int:
             up.compiled(t.h, t.w)
         loaded = time.perf_counter() - t_start
         t0 = time.perf_counter()
-        last = t0
+        last, last_cpu = t0, _cpu_s()
         kept = []
         for p, result in up.upscale_stream(iter(pics)):
-            now = time.perf_counter()
+            now, now_cpu = time.perf_counter(), _cpu_s()
             times.append(now - last)
-            last = now
+            cpu.append(now_cpu - last_cpu)
+            last, last_cpu = now, now_cpu
             names.append(p.stem)
             kept.append((p, result))
         up.close()
         for p, result in kept if save else ():  # written after timing: 16-bit PNGs for the fidelity figures
             write_image(Picture(result.rgb, bits=16), save / f"{p.stem}.png")
     print(json.dumps({"method": args.method, "precision": args.precision, "threads": args.threads,
-                      "load_s": loaded, "times_s": times, "images": names, "peak_rss_mb": _peak_mb()}))
+                      "load_s": loaded, "times_s": times, "cpu_s": cpu, "images": names, "peak_rss_mb": _peak_mb()}))
     return 0
 
 
 def _spawn(*argv, env=None) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", *map(str, argv)]
+    load = os.getloadavg()[0]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env or os.environ.copy())
     if r.returncode:
         raise RuntimeError(f"worker failed: {' '.join(cmd)}\n{r.stderr[-3000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    row = json.loads(r.stdout.strip().splitlines()[-1])
+    row["load_avg"] = [load, os.getloadavg()[0]]  # 1-minute load average before and after this process
+    return row
+
+
+def _row(out: Path, key: str, reuse: bool, *argv) -> dict:
+    """A configuration's worker result, kept in out/rows/ (re-used with --reuse: rows measured earlier)."""
+    from mixq_nncf.io_utils import atomic_write_json
+
+    path = out / "rows" / f"{key}.json"
+    if reuse and path.is_file():
+        return json.loads(path.read_text())
+    row = _spawn(*argv)
+    atomic_write_json(path, row)
+    return row
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -192,6 +216,13 @@ def main(argv=None) -> int:
                    help="Real-ESRGAN --tile for the PyTorch reference (default 0 = whole image, its default)")
     p.add_argument("--skip-one-thread", action="store_true", help="only the 2-thread configurations")
     p.add_argument("--finish-only", action="store_true", help="re-render the table from the saved JSON")
+    p.add_argument("--seams", action="store_true",
+                   help="instead: tiled vs untiled output and time of the int8 IR on a 192x192 crop of frame 1, "
+                        "tile 96 at overlaps 10 (Real-ESRGAN's tile_pad), 20, 40 (our default cap)")
+    p.add_argument("--acceptance-only", action="store_true", help="only the acceptance run (int8 IR made already)")
+    p.add_argument("--reuse", action="store_true", help="re-use rows already measured (out/rows/*.json)")
+    p.add_argument("--only", nargs="+", help="run only these configurations (e.g. pytorch_fp32_realesrgan@2), no "
+                                            "acceptance run")
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--worker"]:  # one configuration in its own process (spawned below)
         w = argparse.ArgumentParser()
@@ -223,8 +254,13 @@ def main(argv=None) -> int:
         finish(result, out, sorted((out / "inputs").glob("*.png")))
         return 0
     print("IRs ...", file=sys.stderr, flush=True)
-    irs, _ = make_irs(Path(args.irs))
+    if args.acceptance_only or (args.only and all(o.startswith("pytorch") for o in args.only)):  # IRs made
+        irs = {k: Path(args.irs) / "realesrgan_x4plus" / f"{k}.xml" for k in ("fp32", "int8", "mixed")}
+    else:
+        irs, _ = make_irs(Path(args.irs))
     inputs = make_inputs(out / "inputs")
+    if args.seams:
+        return seams(irs["int8"], inputs["frame1"], out)
     frames = [inputs[k] for k in ("frame1", "frame2", "frame3")]
     every = frames + [inputs["photo"]]
     load_before = os.getloadavg()
@@ -232,29 +268,35 @@ def main(argv=None) -> int:
 
     # 1. acceptance: single shots (whose compile also fills the model cache), one `mixq upscale` process, single
     #    shots again
-    print("acceptance run ...", file=sys.stderr, flush=True)
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cache = out / "ov_cache"
-    if cache.exists():
-        import shutil
+    if not args.only and not (args.reuse and (out / "acceptance.json").is_file()):
+        print("acceptance run ...", file=sys.stderr, flush=True)
+        env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        cache = out / "ov_cache"
+        if cache.exists():
+            import shutil
 
-        shutil.rmtree(cache)
-    env["MIXQ_CACHE"] = str(cache)
-    ss1 = _spawn("single_shot", 0, "--ir", irs["int8"], "--repeat", 2, "--images", frames[0], env=env)
-    t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "mixq_nncf.cli", "upscale", str(irs["int8"]), *map(str, frames),
-                        "--out", str(out / "mixq_upscale"), "--no-progress"], capture_output=True, text=True, env=env)
-    cli_wall = time.perf_counter() - t0
-    if r.returncode:
-        raise RuntimeError(r.stderr[-2000:])
-    ss2 = _spawn("single_shot", 0, "--ir", irs["int8"], "--repeat", 2, "--images", frames[0], env=env)
-    single = sorted(ss1["times_s"] + ss2["times_s"])
-    single_median = (single[(len(single) - 1) // 2] + single[len(single) // 2]) / 2
-    result["acceptance"] = {"cli_wall_s": cli_wall, "single_shot_s": single, "compile_s": ss1["load_s"],
-                            "three_single_shots_s": 3 * single_median,
-                            "cli_over_single_shots": cli_wall / (3 * single_median),
-                            "cli_summary": json.loads(r.stdout)}
-    atomic_write_json(out / "bench_upscale.json", result)
+            shutil.rmtree(cache)
+        env["MIXQ_CACHE"] = str(cache)
+        ss1 = _spawn("single_shot", 0, "--ir", irs["int8"], "--repeat", 2, "--images", frames[0], env=env)
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "mixq_nncf.cli", "upscale", str(irs["int8"]), *map(str, frames),
+                            "--out", str(out / "mixq_upscale"), "--no-progress"], capture_output=True, text=True, env=env)
+        cli_wall = time.perf_counter() - t0
+        if r.returncode:
+            raise RuntimeError(r.stderr[-2000:])
+        ss2 = _spawn("single_shot", 0, "--ir", irs["int8"], "--repeat", 2, "--images", frames[0], env=env)
+        single = sorted(ss1["times_s"] + ss2["times_s"])
+        single_median = (single[(len(single) - 1) // 2] + single[len(single) // 2]) / 2
+        result["acceptance"] = {"cli_wall_s": cli_wall, "single_shot_s": single, "compile_s": ss1["load_s"],
+                                "three_single_shots_s": 3 * single_median,
+                                "cli_over_single_shots": cli_wall / (3 * single_median),
+                                "cli_summary": json.loads(r.stdout)}
+        atomic_write_json(out / "bench_upscale.json", result)
+        atomic_write_json(out / "acceptance.json", result["acceptance"])
+    if args.acceptance_only:
+        return 0
+    if (out / "acceptance.json").is_file() and "acceptance" not in result:
+        result["acceptance"] = json.loads((out / "acceptance.json").read_text())
 
     # 2. every configuration at 2 threads on all images, outputs kept for fidelity
     configs = [("torch_fp32", None, "f32"), ("ov", "int8", "f32"), ("ov", "mixed", "f32"), ("ov", "mixed", "default"),
@@ -267,8 +309,10 @@ def main(argv=None) -> int:
         save = out / "outputs" / name
         save.mkdir(parents=True, exist_ok=True)
         extra = ["--torch-tile", args.torch_tile] if method == "torch_fp32" else ["--ir", irs[ir], "--precision", prec]
-        rows[(name, 2)] = _spawn(method if method == "torch_fp32" else "upscaler", 2, *extra, "--save", save,
-                                 "--images", *every)
+        if args.only and f"{name}@2" not in args.only:
+            continue
+        rows[(name, 2)] = _row(out, f"{name}@2", args.reuse, method if method == "torch_fp32" else "upscaler", 2,
+                               *extra, "--save", save, "--images", *every)
         result["runs"][f"{name}@2"] = rows[(name, 2)]
         atomic_write_json(out / "bench_upscale.json", result)
     if not args.skip_one_thread:
@@ -276,11 +320,36 @@ def main(argv=None) -> int:
             name = "pytorch_fp32_realesrgan" if method == "torch_fp32" else f"ov_{ir}"
             print(f"{name} (1 thread) ...", file=sys.stderr, flush=True)
             extra = ["--torch-tile", args.torch_tile] if method == "torch_fp32" else ["--ir", irs[ir]]
-            rows[(name, 1)] = _spawn(method if method == "torch_fp32" else "upscaler", 1, *extra,
-                                     "--images", frames[0])
+            if args.only and f"{name}@1" not in args.only:
+                continue
+            rows[(name, 1)] = _row(out, f"{name}@1", args.reuse, method if method == "torch_fp32" else "upscaler", 1,
+                                   *extra, "--images", frames[0])
             result["runs"][f"{name}@1"] = rows[(name, 1)]
             atomic_write_json(out / "bench_upscale.json", result)
     finish(result, out, every)
+    return 0
+
+
+def seams(ir: Path, frame: Path, out: Path) -> int:
+    """Seam error and cost of tiling where overlap < receptive radius (RRDBNet: 350 LR pixels)."""
+    from mixq_nncf.imageio import read_image
+    from mixq_nncf.io_utils import atomic_write_json
+    from mixq_nncf.upscale import Upscaler
+
+    crop = read_image(frame).rgb[39:231, 144:336]
+    rows = []
+    for overlap in (10, 20, 40):
+        with Upscaler(ir, tile=96, overlap=overlap, cache=False) as up:
+            t = up.tiles_for(192, 192)[0]
+            up.compiled(t.h, t.w)
+            t0 = time.perf_counter()
+            up.upscale(crop)
+            tiled_s = time.perf_counter() - t0
+            err = up.seam_error(crop)
+        err["tiled_s"] = tiled_s
+        rows.append(err)
+        print(json.dumps(err), flush=True)
+    atomic_write_json(out / "seams.json", {"crop": [192, 192], "tile": 96, "rows": rows})
     return 0
 
 
@@ -293,8 +362,9 @@ def finish(result: dict, out: Path, every: list[Path]) -> None:
     ref_dir = out / "outputs" / "pytorch_fp32_realesrgan"
     if ("pytorch_fp32_realesrgan", 2) in rows:
         torch_frames = sum(rows[("pytorch_fp32_realesrgan", 2)]["times_s"][:3])
-        result["acceptance"]["pytorch_fp32_three_frames_s"] = torch_frames
-        result["acceptance"]["speedup_vs_pytorch"] = torch_frames / result["acceptance"]["cli_wall_s"]
+        result.setdefault("acceptance", {})["pytorch_fp32_three_frames_s"] = torch_frames
+        if "cli_wall_s" in result["acceptance"]:
+            result["acceptance"]["speedup_vs_pytorch"] = torch_frames / result["acceptance"]["cli_wall_s"]
     for (name, threads), row in rows.items():
         fid = {}
         if threads == 2 and name != "pytorch_fp32_realesrgan" and ref_dir.is_dir():
@@ -313,24 +383,32 @@ def finish(result: dict, out: Path, every: list[Path]) -> None:
 
 def markdown(result: dict) -> str:
     m = result["machine"]
-    acc = result["acceptance"]
+    acc = result.get("acceptance")
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, OpenVINO {m['openvino']}, torch {m['torch']}; load average "
              f"{result['load_before'][0]:.1f} before, {result['load_after'][0]:.1f} after (1 min).", "",
-             "| configuration | threads | model load s | s per 480x270 frame | frames/s | photo 451x300 s | "
-             "peak RSS MB | fidelity to PyTorch fp32, frames / photo (PSNR-Y dB) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| configuration | threads | model load s | wall s per 480x270 frame | frames/s | CPU s per frame | "
+             "photo 451x300 wall s | peak RSS MB | load avg (1 min) | fidelity to PyTorch fp32, frames / photo "
+             "(PSNR-Y dB) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for key, row in result["runs"].items():
         name, threads = key.split("@")
         t = row["times_s"]
-        frames = t[:3] if len(t) >= 3 else t[:1]
-        per = sum(frames) / len(frames)
+        n = 3 if len(t) >= 3 else 1
+        per = sum(t[:n]) / n
+        cpu = row.get("cpu_s") or []
+        cpu_s = f"{sum(cpu[:n]) / n:.1f}" if cpu else "-"
         photo = f"{t[3]:.2f}" if len(t) > 3 else "-"
         fid = row.get("fidelity_db") or {}
         ff = [v for k, v in fid.items() if k.startswith("frame")]
-        fid_s = (f"{sum(ff) / len(ff):.2f} / {next((v for k, v in fid.items() if k.startswith('photo')), float('nan')):.2f}" if ff else
+        ph = next((v for k, v in fid.items() if k.startswith("photo")), float("nan"))
+        fid_s = (f"{sum(ff) / len(ff):.2f} / {ph:.2f}" if ff else
                  ("reference" if name.startswith("pytorch") and threads == "2" else "-"))
-        lines.append(f"| {name} | {threads} | {row['load_s']:.1f} | {per:.2f} | {1 / per:.3f} | {photo} | "
-                     f"{row['peak_rss_mb']:.0f} | {fid_s} |")
+        load = row.get("load_avg")
+        load_s = f"{load[0]:.0f}-{load[1]:.0f}" if load else "-"
+        lines.append(f"| {name} | {threads} | {row['load_s']:.1f} | {per:.2f} | {1 / per:.3f} | {cpu_s} | {photo} | "
+                     f"{row['peak_rss_mb']:.0f} | {load_s} | {fid_s} |")
+    if not acc or "cli_wall_s" not in acc:
+        return "\n".join(lines)
     lines += ["", f"Acceptance (three 480x270 frames, int8 IR, 2 threads): one `mixq upscale` process took "
               f"{acc['cli_wall_s']:.2f} s from start to exit; three single-shot latencies of the statically "
               f"compiled 1x3x270x480 int8 IR take {acc['three_single_shots_s']:.2f} s "
