@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
-from .errors import MixqError
+from .errors import IRError, MixqError
 from .imageio import Picture, resize_plane
 from .tiling import Reach, Tile, network_reach, plan_tiles
 
@@ -32,8 +32,7 @@ MAX_DEFAULT_OVERLAP = 40
 PRECISIONS = ("f32", "bf16", "f16", "default")
 
 
-class ModelFileError(MixqError):
-    """An IR cannot be read or compiled (missing .bin, truncated or corrupt file, unsupported op)."""
+ModelFileError = IRError  # an IR cannot be read or compiled: one line naming the file and the fix
 
 
 def _ov():
