@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+ROW_ORDER = ["pytorch_fp32_realesrgan@2", "ov_fp32@2", "ov_int8@2", "ov_mixed@2", "ov_mixed_default_hint@2",
+             "pytorch_fp32_realesrgan@1", "ov_fp32@1", "ov_int8@1", "ov_mixed@1"]
 FRAME = (270, 480)
 
 
@@ -220,6 +222,9 @@ def main(argv=None) -> int:
                    help="instead: tiled vs untiled output and time of the int8 IR on a 192x192 crop of frame 1, "
                         "tile 96 at overlaps 10 (Real-ESRGAN's tile_pad), 20, 40 (our default cap)")
     p.add_argument("--acceptance-only", action="store_true", help="only the acceptance run (int8 IR made already)")
+    p.add_argument("--trap", action="store_true",
+                   help="instead: fidelity (8 offline eval photos, centre 64x64 LR crops, PSNR-Y to PyTorch fp32) and "
+                        "64x64 latency of the int8 and mixed IRs under the f32 hint and under OpenVINO's default")
     p.add_argument("--reuse", action="store_true", help="re-use rows already measured (out/rows/*.json)")
     p.add_argument("--only", nargs="+", help="run only these configurations (e.g. pytorch_fp32_realesrgan@2), no "
                                             "acceptance run")
@@ -247,17 +252,24 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.finish_only:
-        import json as _json
-
-        result = _json.loads((out / "bench_upscale.json").read_text())
+    if args.finish_only:  # the table from whatever rows were measured (out/rows/, out/acceptance.json)
+        result = {"machine": to_dict(machine_info()), "load_before": os.getloadavg(), "runs": {}}
+        if (out / "acceptance.json").is_file():
+            result["acceptance"] = json.loads((out / "acceptance.json").read_text())
+        for key in ROW_ORDER:
+            if (out / "rows" / f"{key}.json").is_file():
+                result["runs"][key] = json.loads((out / "rows" / f"{key}.json").read_text())
         finish(result, out, sorted((out / "inputs").glob("*.png")))
         return 0
     print("IRs ...", file=sys.stderr, flush=True)
-    if args.acceptance_only or (args.only and all(o.startswith("pytorch") for o in args.only)):  # IRs made
-        irs = {k: Path(args.irs) / "realesrgan_x4plus" / f"{k}.xml" for k in ("fp32", "int8", "mixed")}
-    else:
+    irs = {k: Path(args.irs) / "realesrgan_x4plus" / f"{k}.xml" for k in ("fp32", "int8", "mixed")}
+    needed = {k for k in irs if not args.only or any(o.startswith(f"ov_{k}") for o in args.only)}
+    if args.acceptance_only:
+        needed = {"int8"}
+    if not all(irs[k].is_file() for k in needed):
         irs, _ = make_irs(Path(args.irs))
+    if args.trap:
+        return trap(irs, out)
     inputs = make_inputs(out / "inputs")
     if args.seams:
         return seams(irs["int8"], inputs["frame1"], out)
@@ -298,35 +310,66 @@ def main(argv=None) -> int:
     if (out / "acceptance.json").is_file() and "acceptance" not in result:
         result["acceptance"] = json.loads((out / "acceptance.json").read_text())
 
-    # 2. every configuration at 2 threads on all images, outputs kept for fidelity
-    configs = [("torch_fp32", None, "f32"), ("ov", "int8", "f32"), ("ov", "mixed", "f32"), ("ov", "mixed", "default"),
-               ("ov", "fp32", "f32")]
-    rows = {}
-    for method, ir, prec in configs:
+    # 2. every configuration, in order of importance (2 threads: all images, outputs kept for fidelity; 1 thread:
+    #    the first frame)
+    configs = [("torch_fp32", None, "f32", 2), ("ov", "int8", "f32", 2), ("ov", "mixed", "f32", 2),
+               ("ov", "mixed", "default", 2), ("ov", "int8", "f32", 1), ("ov", "mixed", "f32", 1),
+               ("torch_fp32", None, "f32", 1), ("ov", "fp32", "f32", 2), ("ov", "fp32", "f32", 1)]
+    if args.skip_one_thread:
+        configs = [c for c in configs if c[3] == 2]
+    for method, ir, prec, threads in configs:
         name = "pytorch_fp32_realesrgan" if method == "torch_fp32" else f"ov_{ir}" + ("" if prec == "f32" else
                                                                                     "_default_hint")
-        print(f"{name} (2 threads) ...", file=sys.stderr, flush=True)
-        save = out / "outputs" / name
-        save.mkdir(parents=True, exist_ok=True)
-        extra = ["--torch-tile", args.torch_tile] if method == "torch_fp32" else ["--ir", irs[ir], "--precision", prec]
-        if args.only and f"{name}@2" not in args.only:
+        key = f"{name}@{threads}"
+        if args.only and key not in args.only:
             continue
-        rows[(name, 2)] = _row(out, f"{name}@2", args.reuse, method if method == "torch_fp32" else "upscaler", 2,
-                               *extra, "--save", save, "--images", *every)
-        result["runs"][f"{name}@2"] = rows[(name, 2)]
+        print(f"{key} ...", file=sys.stderr, flush=True)
+        extra = ["--torch-tile", args.torch_tile] if method == "torch_fp32" else ["--ir", irs[ir], "--precision", prec]
+        images = every if threads == 2 else frames[:1]
+        if threads == 2:
+            save = out / "outputs" / name
+            save.mkdir(parents=True, exist_ok=True)
+            extra += ["--save", save]
+        result["runs"][key] = _row(out, key, args.reuse, method if method == "torch_fp32" else "upscaler", threads,
+                                   *extra, "--images", *images)
         atomic_write_json(out / "bench_upscale.json", result)
-    if not args.skip_one_thread:
-        for method, ir, prec in [c for c in configs if c[2] == "f32"]:
-            name = "pytorch_fp32_realesrgan" if method == "torch_fp32" else f"ov_{ir}"
-            print(f"{name} (1 thread) ...", file=sys.stderr, flush=True)
-            extra = ["--torch-tile", args.torch_tile] if method == "torch_fp32" else ["--ir", irs[ir]]
-            if args.only and f"{name}@1" not in args.only:
-                continue
-            rows[(name, 1)] = _row(out, f"{name}@1", args.reuse, method if method == "torch_fp32" else "upscaler", 1,
-                                   *extra, "--images", frames[0])
-            result["runs"][f"{name}@1"] = rows[(name, 1)]
-            atomic_write_json(out / "bench_upscale.json", result)
     finish(result, out, every)
+    return 0
+
+
+def trap(irs: dict, out: Path) -> int:
+    """What a plain OpenVINO user gets on a BF16 CPU: fidelity and latency, default hint beside f32."""
+    import numpy as np
+    import torch
+
+    from mixq_nncf.bench import Target, benchmark
+    from mixq_nncf.config import to_dict
+    from mixq_nncf.data import EvalPairs, offline_photos
+    from mixq_nncf.io_utils import atomic_write_json
+    from mixq_nncf.models import load_generator
+    from mixq_nncf.upscale import Upscaler
+
+    model = load_generator("realesrgan_x4plus", None, "embedded").eval()
+    pairs = EvalPairs(offline_photos("eval"), 4, crop=256)
+    lrs = [pairs[i]["lr"] for i in range(len(pairs))]
+    with torch.no_grad():
+        refs = [model(x[None])[0].clamp(0, 1).permute(1, 2, 0).numpy().astype(np.float64) for x in lrs]
+    rows = {}
+    for ir in ("int8", "mixed"):
+        for prec in ("f32", "default"):
+            with Upscaler(irs[ir], precision=prec, cache=False) as up:
+                fid = [psnr_y(up.upscale(x.permute(1, 2, 0).numpy()).astype(np.float64), r)
+                       for x, r in zip(lrs, refs)]
+            rows[f"{ir}@{prec}"] = {"fidelity_db": float(np.mean(fid)), "per_image": fid}
+            print(ir, prec, f"{np.mean(fid):.2f} dB", flush=True)
+    targets = [Target(f"{ir}@{prec}", "openvino", irs[ir], precision=prec)
+               for ir in ("int8", "mixed") for prec in ("f32", "default")]
+    stats = benchmark(targets, input_size=(64, 64), iterations=15, warmup=2, progress=False)
+    for st in stats:
+        rows[st.name]["latency_64_ms"] = st.median_ms
+        print(st.name, f"{st.median_ms:.1f} ms", flush=True)
+    atomic_write_json(out / "trap.json", {"images": len(lrs), "lr_crop": 64, "rows": rows,
+                                          "load": os.getloadavg(), "stats": [to_dict(s) for s in stats]})
     return 0
 
 
@@ -369,6 +412,9 @@ def finish(result: dict, out: Path, every: list[Path]) -> None:
         fid = {}
         if threads == 2 and name != "pytorch_fp32_realesrgan" and ref_dir.is_dir():
             for img in every:
+                if not (out / "outputs" / name / f"{img.stem}.png").is_file() or \
+                        not (ref_dir / f"{img.stem}.png").is_file():
+                    continue
                 a = read_image(out / "outputs" / name / f"{img.stem}.png").rgb.astype("float64")
                 b = read_image(ref_dir / f"{img.stem}.png").rgb.astype("float64")
                 fid[img.stem] = psnr_y(a, b)
