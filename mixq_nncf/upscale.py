@@ -377,7 +377,3 @@ def upscale_image(model_or_xml, image, scale: int, *, tile: int = 0, overlap: in
         out[:, t.y0 * scale:t.y1 * scale, t.x0 * scale:t.x1 * scale] = \
             sr[:, (t.y0 - t.y) * scale:(t.y1 - t.y) * scale, (t.x0 - t.x) * scale:(t.x1 - t.x) * scale]
     return out
-
-
-def default_threads() -> int:
-    return os.cpu_count() or 1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_parser(p: argparse.ArgumentParser, name: str) -> None:
@@ -38,10 +39,9 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
                         "a second run with the same IR and image size skips compilation")
 
 
-def expand_inputs(specs: list[str]) -> list["Path"]:
+def expand_inputs(specs: list[str]) -> list[Path]:
     """Files, folders and globs -> image paths, in order, each once."""
     import glob
-    from pathlib import Path
 
     from ..errors import DataError
     from ..imageio import IMAGE_EXTENSIONS, list_image_files
@@ -72,7 +72,7 @@ def expand_inputs(specs: list[str]) -> list["Path"]:
     return unique
 
 
-def output_names(paths: list["Path"], scale: int, fmt: str = "same") -> list[str]:
+def output_names(paths: list[Path], scale: int, fmt: str = "same") -> list[str]:
     """<stem>_x<scale><ext> per input; same-named inputs get their parent folders prefixed, then a counter."""
     def name(p, parents: int) -> str:
         prefix = "_".join(p.resolve().parts[-1 - parents:-1])
