@@ -53,6 +53,7 @@ def _ptq_key(cfg: Config, plan: Any) -> str:
         comp.pop(k, None)
     comp["weights"].pop("bits", None)
     comp["activations"].pop("bits", None)
+    comp.pop("fully_quantized", None)  # bit widths only: the same calibration serves it
     fp32_layers = sorted(n for n, p in plan.layers.items() if p.weight_bits is None and p.act_bits is None)
     blob = json.dumps({"model": to_dict(cfg.model), "data": to_dict(cfg.data), "input": to_dict(cfg.input_info),
                        "compression": comp, "fp32": fp32_layers}, sort_keys=True)
@@ -183,7 +184,7 @@ def _quantized_model(cfg: Config, fp32, folder: Path, cache: Path, calibration: 
     from .nncf_adapter import apply_plan
     from .plan import as_int8, resolve_plan
     from .qcheckpoint import load_quantized, save_quantized
-    from .quantize import quantize
+    from .quantize import complete_plan, quantize
 
     ckpt = folder / "quantized.pt"
     if ckpt.exists():
@@ -207,6 +208,7 @@ def _quantized_model(cfg: Config, fp32, folder: Path, cache: Path, calibration: 
                          input_range=tuple(cfg.input_info.range))
         save_quantized(model, base_ckpt, arch=cfg.model.arch, args=cfg.model.args, plan=int8_plan,
                        meta={"calibration_s": time.perf_counter() - t0})
+    plan = complete_plan(model, plan, cfg.compression)
     apply_plan(model, plan)
     save_quantized(model, ckpt, arch=cfg.model.arch, args=cfg.model.args, plan=plan,
                    meta={"variant": cfg.name, "weights": cfg.model.weights})
@@ -248,7 +250,7 @@ def _export(cfg: Config, model, probe_ref: CachedOutputs, folder: Path, probe: l
     log("      exporting OpenVINO IR")
     meta = {"arch": cfg.model.arch, "args": cfg.model.args, "weights": cfg.model.weights, "variant": cfg.name}
     export_ir(model, xml, example_input=probe[0], dynamic=cfg.export.dynamic_shape,
-              compact_16bit=cfg.export.compact_16bit, meta=meta)
+              compact_16bit=cfg.export.compact_16bit, meta=meta, int4_weights=cfg.export.int4_weights)
     images = [p for p in probe[: max(1, cfg.export.parity_images)]]
     parity = check_parity(xml, model, images, reference_model=probe_ref if cfg.compression is not None else None,
                           tolerance_db=cfg.export.parity_tolerance_db, max_gain_db=cfg.export.parity_max_gain_db,

@@ -245,6 +245,14 @@ def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_di
             "opt_d": opt_d.state_dict() if opt_d else None, "sched_d": _sched_state(sched_d) if sched_d else None,
             "rng": _rng_state(), "config": to_dict(cfg)})
 
+    quant_error = None
+    if t.quant_error_weight > 0:  # FQSR calibration loss; hooks added after the EMA copy so it has none
+        from .nncf_adapter import QuantErrorProbe, is_quantized
+
+        if not is_quantized(model):
+            raise MixqError("training.quant_error_weight > 0 needs a quantized model (set a compression section)")
+        quant_error = QuantErrorProbe(model)
+
     log = _CsvLog(out_dir / "train_log.csv", is_main, start, t.tensorboard)
     bar = tqdm(range(start, t.iterations), initial=start, total=t.iterations,
                desc="QAT" if plan is not None else "train",
@@ -261,6 +269,8 @@ def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_di
             disc.requires_grad_(False)
         sr = g_model(lr_img)
         terms: dict[str, torch.Tensor] = {}
+        if quant_error is not None:
+            terms["quant_error"] = t.quant_error_weight * quant_error.take()
         if distill_w > 0:
             with torch.no_grad():
                 target = teacher(lr_img)
@@ -316,6 +326,8 @@ def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_di
             save_state(done)
             log.flush()
     bar.close()
+    if quant_error is not None:
+        quant_error.close()
     wall = time.perf_counter() - t0
     final = out_dir / "final.pt"
     if is_main:

@@ -21,7 +21,7 @@ def _arch_tiny(arch):
     return {"model.arch": arch}
 
 
-@pytest.mark.parametrize("config", PUBLISHED + ["configs/fqsr_w4a8_msrresnet.json"])
+@pytest.mark.parametrize("config", PUBLISHED + ["configs/fqsr_a8w4_msrresnet.json", "configs/fqsr_a4w4_msrresnet.json"])
 @pytest.mark.parametrize("arch", FAMILIES)
 def test_quantizer_bits_follow_config_and_survive_save(config, arch, calibration, tmp_path):
     cfg = load_config(config)
