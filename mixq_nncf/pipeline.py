@@ -43,6 +43,8 @@ def recipe_of(cfg: Config, plan: Any | None) -> str:
     main = max(counts, key=counts.get)
     rest = ", ".join(f"{k} x{n}" for k, n in counts.items() if k != main)
     kind = "QAT" if cfg.training.iterations > 0 else "PTQ"
+    if cfg.compression.fully_quantized is not None:
+        kind += f" fully quantized (skips int{cfg.compression.fully_quantized.bits()[2]})"
     return f"{kind} {main}" + (f" + {rest}" if rest else "")
 
 
