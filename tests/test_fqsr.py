@@ -25,7 +25,7 @@ def _cfg(arch="msrresnet_x4", weights="int8", activations="int8", skips="int8", 
         "data": {"calibration_samples": 4, "calibration_patch": 16},
         "compression": {"fully_quantized": {"weights": weights, "activations": activations, "skips": skips},
                         "initializer": {"fast_bias_correction": False}},
-        "training": {"iterations": 8, "batch_size": 2, "patch_size": 32, "lr_g": 1e-3, "pixel_weight": 0.0,
+        "training": {"iterations": 0, "batch_size": 2, "patch_size": 32, "lr_g": 1e-3, "pixel_weight": 0.0,
                      "perceptual_weight": 0.0, "gan_weight": 0.0, "distill_weight": 0.0, "log_every": 1,
                      "checkpoint_every": 100, "device": "cpu", "milestones": [1000], **(training or {})}})
 
