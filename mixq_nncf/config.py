@@ -244,6 +244,27 @@ class Initializer:
 
 
 @dataclass(frozen=True)
+class FullyQuantizedSection:
+    """Fully quantized mode (FQSR): every convolution, first and last included, and every input of a residual or
+    long-skip addition is quantized; nothing stays fp32 between layers. Bits per tensor kind: conv weights,
+    conv input activations, and the inputs of additions (skips, model-output paths). A quantizer that feeds both
+    a conv and an addition takes the larger of the two widths. Stages / scope_overrides still apply on top of
+    these defaults, but no layer may be fp32."""
+    weights: Any = "int8"
+    activations: Any = "int8"
+    skips: Any = "int8"
+
+    def __post_init__(self):
+        for name in ("weights", "activations", "skips"):
+            if parse_bits(getattr(self, name), f"compression.fully_quantized.{name}") is None:
+                raise ConfigError(f"compression.fully_quantized.{name}: fp32 contradicts the fully quantized mode; "
+                                  "use a bit width (e.g. 'int8', 'int4') or drop the fully_quantized section")
+
+    def bits(self) -> tuple[int, int, int]:
+        return tuple(parse_bits(getattr(self, n), n) for n in ("weights", "activations", "skips"))
+
+
+@dataclass(frozen=True)
 class CompressionSection:
     """Quantization. Precedence for each layer: weights/activations defaults < stages <
     scope_overrides (first matching pattern wins) < ignored_scopes (fp32).
@@ -259,9 +280,13 @@ class CompressionSection:
     ignored_scopes: list[str] = field(default_factory=list)
     initializer: Initializer = field(default_factory=Initializer)
     overflow_fix: str = "disable"
+    fully_quantized: Optional[FullyQuantizedSection] = None  # FQSR mode: weights/activations defaults come from here
 
     def __post_init__(self):
         _check_choice(self.algorithm, ("quantization",), "compression.algorithm")
+        if self.fully_quantized is not None and self.ignored_scopes:
+            raise ConfigError("compression.ignored_scopes: the fully quantized mode leaves no layer fp32; remove "
+                              "ignored_scopes or the fully_quantized section")
         _check_choice(self.preset, ("performance", "mixed"), "compression.preset")
         _check_choice(self.overflow_fix, ("disable", "enable", "first_layer_only"), "compression.overflow_fix")
         for stage in self.stages:
@@ -287,6 +312,9 @@ class TrainingSection:
     distill_weight: float = 0.0  # L1 to the fp32 teacher's output on the same LR input
     distill_only: bool = False  # train on teacher outputs only (no GT, no GAN): the offline default
     ema_decay: float = 0.0  # 0 disables generator EMA; BasicSR uses 0.999
+    # FQSR's quantization-aware calibration loss: weight of mean |q(x) - x| over every enabled quantizer's input
+    # (weights and activations), which trains the quantizer intervals toward low rounding + clipping error
+    quant_error_weight: float = 0.0
     vgg_weights: Optional[str] = None
     discriminator_weights: Optional[str] = None  # start D from a BasicSR net_d file instead of from scratch
     checkpoint_every: int = 500
@@ -312,11 +340,14 @@ class TrainingSection:
             raise ConfigError("training.adv_warmup_steps: must be >= 0")
         if self.iterations < 0:
             raise ConfigError("training.iterations: must be >= 0")
+        if self.quant_error_weight < 0:
+            raise ConfigError("training.quant_error_weight: must be >= 0 (0 turns the calibration loss off)")
         weights = (self.pixel_weight, self.perceptual_weight, self.gan_weight, self.distill_weight,
-                   self.adv_distill_weight, self.feature_distill_weight, self.gradient_weight, self.fft_weight)
+                   self.adv_distill_weight, self.feature_distill_weight, self.gradient_weight, self.fft_weight,
+                   self.quant_error_weight)
         if self.iterations > 0 and not self.distill_only and not any(w > 0 for w in weights):
             raise ConfigError("training: every loss weight (pixel, perceptual, gan, distill, adv_distill, "
-                              "feature_distill, gradient, fft) is 0, so "
+                              "feature_distill, gradient, fft, quant_error) is 0, so "
                               "training would not change the model; set one above 0 (e.g. training.distill_weight=1 "
                               "to distil the fp32 model) or training.iterations to 0")
 
@@ -329,6 +360,13 @@ class ExportSection:
     parity_tolerance_db: float = 0.2  # how far the IR's fidelity may fall below the torch model's
     parity_max_gain_db: float = 1.0  # how far it may rise above (rounding differences; more means another model)
     fp32_tolerance: float = 1e-4
+    # 4-bit weights: OpenVINO stores them as i4 but runs such convs fp32; "int8_kernels" widens the i4 constants
+    # to i8 inside the IR (a Convert folded at compile time), so the .bin keeps i4 and the convs run int8.
+    # "as_converted" leaves ov.convert_model's graph as it is.
+    int4_weights: str = "int8_kernels"
+
+    def __post_init__(self):
+        _check_choice(self.int4_weights, ("int8_kernels", "as_converted"), "export.int4_weights")
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,8 @@ def resolve_plan(model: nn.Module, compression: CompressionSection,
     layers = conv_layers(model)
     w_default = parse_bits(compression.weights.bits, "compression.weights.bits")
     a_default = parse_bits(compression.activations.bits, "compression.activations.bits")
+    if compression.fully_quantized is not None:
+        w_default, a_default, _ = compression.fully_quantized.bits()
     plan = {n: LayerPrecision(w_default, a_default) for n in layers}
     for stage, override in compression.stages.items():
         for n in layers:
@@ -128,6 +130,11 @@ def resolve_plan(model: nn.Module, compression: CompressionSection,
     for pattern in compression.ignored_scopes:
         for n in matched(pattern, layers, "compression.ignored_scopes pattern"):
             plan[n] = LayerPrecision(None, None)
+    if compression.fully_quantized is not None:
+        left = [n for n, p in plan.items() if p.weight_bits is None or p.act_bits is None]
+        if left:
+            raise ConfigError(f"compression.fully_quantized: layer {left[0]} is set to fp32 by stages or "
+                              "scope_overrides; the fully quantized mode leaves no layer fp32")
     return PrecisionPlan(layers=plan, stage_of=stages, input_range=tuple(input_range))
 
 

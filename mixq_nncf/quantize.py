@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .config import CompressionSection, Config, ConfigError, bits_name
-from .nncf_adapter import apply_plan
+from .nncf_adapter import apply_plan, plan_with_skips
 from .plan import PrecisionPlan, resolve_plan
 
 
@@ -78,8 +78,18 @@ def quantize_with_conflicts(model: nn.Module, plan: PrecisionPlan, calibration: 
     qmodel = nncf.quantize(work, nncf.Dataset(calibration), preset=preset,
                            subset_size=min(len(calibration), compression.initializer.range.num_init_samples),
                            advanced_parameters=advanced, **kwargs)
+    plan = complete_plan(qmodel, plan, compression, example=calibration[0])
     applied = apply_plan(qmodel, plan, example=calibration[0], input_range=input_range or plan.input_range)
     return qmodel, list(applied.conflicts)
+
+
+def complete_plan(qmodel: nn.Module, plan: PrecisionPlan, compression: CompressionSection, *,
+                  example: torch.Tensor | None = None) -> PrecisionPlan:
+    """The plan with what only the quantized graph knows: in fully quantized mode, every addition's inputs at the
+    skip bit width (plan.adds). Other modes return the plan unchanged."""
+    if compression.fully_quantized is None:
+        return plan
+    return plan_with_skips(qmodel, plan, compression.fully_quantized.bits()[2], example)
 
 
 @dataclass
@@ -105,4 +115,5 @@ def quantize_from_config(cfg: Config, *, calibration: list[torch.Tensor] | None 
                                          cfg.data.calibration_patch, int(fp32.scale), cfg.data.seed)
     model, conflicts = quantize_with_conflicts(fp32, plan, calibration, compression=cfg.compression,
                                                input_range=tuple(cfg.input_info.range))
-    return QuantizeResult(fp32, model, plan, conflicts)
+    return QuantizeResult(fp32, model, complete_plan(model, plan, cfg.compression, example=calibration[0]),
+                          conflicts)
