@@ -28,14 +28,34 @@ def _ignored_scope(plan: PrecisionPlan):
 
 def _nncf_qparams(spec):
     """The config's mode / per-channel choice for NNCF (bits are applied per layer afterwards)."""
-    if spec.mode is None and spec.per_channel is None:
+    if spec.mode is None and spec.per_channel is None and spec.signed is None:
         return None
     from nncf.common.quantization.structs import QuantizationScheme
     from nncf.quantization.advanced_parameters import QuantizationParameters
 
     mode = None if spec.mode is None else (QuantizationScheme.SYMMETRIC if spec.mode == "symmetric"
                                            else QuantizationScheme.ASYMMETRIC)
-    return QuantizationParameters(mode=mode, per_channel=spec.per_channel)
+    return QuantizationParameters(mode=mode, per_channel=spec.per_channel, signedness_to_force=spec.signed)
+
+
+def _range_estimator(rng):
+    """The config's range type on NNCF 3.4's estimators; mean_percentile with explicit percentiles takes the
+    mean over samples of each sample's quantiles (NNCF 2.x's mean_percentile)."""
+    from nncf.quantization.range_estimator import (AggregatorType, RangeEstimatorParameters,
+                                                   RangeEstimatorParametersSet, StatisticsCollectorParameters,
+                                                   StatisticsType)
+
+    if rng.type == "mean_percentile" and (rng.min_percentile is not None or rng.max_percentile is not None):
+        low = 0.01 if rng.min_percentile is None else rng.min_percentile
+        high = 99.99 if rng.max_percentile is None else rng.max_percentile
+        return RangeEstimatorParameters(
+            min=StatisticsCollectorParameters(StatisticsType.QUANTILE, AggregatorType.MEAN,
+                                              quantile_outlier_prob=low / 100.0),
+            max=StatisticsCollectorParameters(StatisticsType.QUANTILE, AggregatorType.MEAN,
+                                              quantile_outlier_prob=(100.0 - high) / 100.0))
+    return {"mean_min_max": RangeEstimatorParametersSet.MEAN_MINMAX,
+            "min_max": RangeEstimatorParametersSet.MINMAX,
+            "mean_percentile": RangeEstimatorParametersSet.MEAN_QUANTILE}[rng.type]
 
 
 def quantize(model: nn.Module, plan: PrecisionPlan, calibration: list[torch.Tensor], *,
@@ -43,7 +63,6 @@ def quantize(model: nn.Module, plan: PrecisionPlan, calibration: list[torch.Tens
     """NNCF PTQ of a copy of ``model`` (calibrated 8-bit ranges), then the plan's bits applied per layer."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
-    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     if not calibration:
         raise ConfigError("quantization needs calibration images; data.calibration_samples must be >= 1")
@@ -53,9 +72,7 @@ def quantize(model: nn.Module, plan: PrecisionPlan, calibration: list[torch.Tens
                               f"{bits_name(p.act_bits)} — set both sides to fp32 (ignored_scopes) or both quantized")
     overflow = {"disable": OverflowFix.DISABLE, "enable": OverflowFix.ENABLE,
                 "first_layer_only": OverflowFix.FIRST_LAYER}[compression.overflow_fix]
-    estimator = {"mean_min_max": RangeEstimatorParametersSet.MEAN_MINMAX,
-                 "min_max": RangeEstimatorParametersSet.MINMAX,
-                 "mean_percentile": RangeEstimatorParametersSet.MEAN_QUANTILE}[compression.initializer.range.type]
+    estimator = _range_estimator(compression.initializer.range)
     # NNCF's torch backend has only the fast bias correction; false in the config turns bias correction off
     advanced = AdvancedQuantizationParameters(
         overflow_fix=overflow, activations_range_estimator_params=estimator,

@@ -16,6 +16,7 @@ COMMANDS = {
     "bench": ("mixq_nncf.cli.bench_cmd", "OpenVINO CPU latency/throughput against fp32 peers"),
     "eval": ("mixq_nncf.cli.eval_cmd", "score a model or images: PSNR/SSIM, fidelity, NIQE, NRQM, PI, LPIPS"),
     "upscale": ("mixq_nncf.cli.upscale_cmd", "upscale images with an OpenVINO IR (tiled)"),
+    "config": ("mixq_nncf.cli.config_cmd", "show how an NNCF 2.x config is understood (config convert)"),
     "run": ("mixq_nncf.cli.run_cmd", "config -> quantize -> train -> export -> benchmark -> report"),
     "demo": ("mixq_nncf.cli.run_cmd", "the embedded offline demo: four variants of Real-ESRGAN x4plus"),
 }
