@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .config import CompressionSection, Config, ConfigError, bits_name
-from .nncf_adapter import apply_plan
+from .nncf_adapter import apply_plan, force_signed
 from .plan import PrecisionPlan, resolve_plan
 
 
@@ -28,14 +28,14 @@ def _ignored_scope(plan: PrecisionPlan):
 
 def _nncf_qparams(spec):
     """The config's mode / per-channel choice for NNCF (bits are applied per layer afterwards)."""
-    if spec.mode is None and spec.per_channel is None and spec.signed is None:
+    if spec.mode is None and spec.per_channel is None:
         return None
     from nncf.common.quantization.structs import QuantizationScheme
     from nncf.quantization.advanced_parameters import QuantizationParameters
 
     mode = None if spec.mode is None else (QuantizationScheme.SYMMETRIC if spec.mode == "symmetric"
                                            else QuantizationScheme.ASYMMETRIC)
-    return QuantizationParameters(mode=mode, per_channel=spec.per_channel, signedness_to_force=spec.signed)
+    return QuantizationParameters(mode=mode, per_channel=spec.per_channel)
 
 
 def _range_estimator(rng):
@@ -88,6 +88,9 @@ def quantize(model: nn.Module, plan: PrecisionPlan, calibration: list[torch.Tens
     qmodel = nncf.quantize(work, nncf.Dataset(calibration), preset=preset,
                            subset_size=min(len(calibration), compression.initializer.range.num_init_samples),
                            advanced_parameters=advanced, **kwargs)
+    if compression.weights.signed or compression.activations.signed:
+        # signed: false needs nothing: NNCF 3.4 already picks unsigned levels where calibration saw one sign only
+        force_signed(qmodel, weights=bool(compression.weights.signed), activations=bool(compression.activations.signed))
     apply_plan(qmodel, plan, example=calibration[0], input_range=input_range or plan.input_range)
     return qmodel
 
