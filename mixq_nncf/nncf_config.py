@@ -271,13 +271,13 @@ def _precision(prec: Any, comp_out: dict, errors: _Collector, tr: Translation) -
         if bits is None:
             continue
         if kind_id == "WEIGHT" or re.fullmatch(r"INPUT\d*", kind_id):
+            if kind_id != "WEIGHT" and "conv2d_" not in scope.rsplit("/", 1)[-1]:
+                errors.errors.append(f"{w}: '{entry[1]}': input quantizers are supported on convolutions only "
+                                     "(mixq's activation bits are per conv input); name the producing op's |OUTPUT")
+                continue
             path = module_path(scope)
             if not path:
                 errors.errors.append(f"{w}: '{entry[1]}' names no module")
-                continue
-            if kind_id != "WEIGHT" and "conv2d_" not in scope.rsplit("/", 1)[-1]:
-                errors.errors.append(f"{w}: '{entry[1]}': input quantizers are supported on convolutions only "
-                                     "(mixq's activation bits are per conv input); name the op's |OUTPUT instead")
                 continue
             overrides.setdefault(path, {})["weights" if kind_id == "WEIGHT" else "activations"] = bits
         elif kind_id == "OUTPUT":
