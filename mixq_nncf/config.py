@@ -548,6 +548,10 @@ def dump_config(cfg: Config, path: str | Path, *, check_unchanged: bool = False,
             old = json.loads(path.read_text())
         except ValueError:
             old = None
+        try:  # fields added since that folder was made count as their defaults
+            old = to_dict(parse_config(old)) if isinstance(old, dict) else old
+        except ConfigError:
+            pass
         changes = config_changes(old, to_dict(cfg), ignore) if isinstance(old, dict) else ["(unreadable config.json)"]
         if changes:
             shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")

@@ -44,6 +44,14 @@ TOP_IGNORED = {
     "log_dir": "outputs go to --out",
     "disable_shape_matching": "not used by NNCF 3.4",
 }
+# keys of NNCF's sample-script configs that mark a file as NNCF 2.x (any other unknown key in a file that is NNCF
+# for another reason is listed as ignored too; in a mixq file it stays an unknown-key error)
+SAMPLE_SCRIPT_KEYS = ("pretrained", "num_classes", "batch_size", "batch_size_val", "batch_size_init", "epochs",
+                      "multiprocessing_distributed", "distributed", "optimizer", "workers", "dataset", "dataset_dir",
+                      "weights", "resuming_checkpoint_path", "no_strip_on_export", "export_to_ir_via_onnx", "seed",
+                      "print_freq", "test_every_n_epochs", "save_freq", "cpu_only", "gpu_id", "dist_url",
+                      "world_size", "rank", "mode", "checkpoint_save_dir", "metrics_dump", "execution_mode",
+                      "label_smoothing", "train_sampler", "preprocessing", "dataset_type", "image_size")
 SAMPLE_SCRIPT_REASON = "read by NNCF's sample scripts (training loop, dataset, device, export), not by quantization"
 COMPRESSION_KEYS = ("algorithm", "initializer", "preset", "quantize_inputs", "quantize_outputs", "weights",
                     "activations", "scope_overrides", "ignored_scopes", "target_scopes", "validate_scopes",
@@ -82,7 +90,7 @@ def is_nncf_config(data: Any) -> bool:
         return False
     if isinstance(data.get("model"), str) or isinstance(data.get("compression"), list):
         return True
-    if any(k not in OWN_SECTIONS + ("input_info", "compression", "$schema", "description") for k in data):
+    if any(k in SAMPLE_SCRIPT_KEYS or k in TOP_IGNORED for k in data):
         return True
     comp = data.get("compression")
     if not isinstance(comp, dict):

@@ -345,3 +345,19 @@ def test_config_convert_hawq_prints_commands(capsys):
     report = conversion(json.loads(open(f"{DATA}/resnet50_imagenet_mixed_int_hawq.json").read()), MODEL,
                         name="hawq", source="hawq.json")
     assert report["commands"][0].startswith("mixq config convert hawq.json --set model.arch=msrresnet_x4")
+
+
+def test_unknown_top_level_key_in_our_format_stays_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="unknown config key 'trainin'"):
+        load_config(_write(tmp_path, {"trainin": {"iterations": 1}}, "own.json"))
+
+
+def test_folder_made_before_new_fields_still_resumes(tmp_path):
+    from mixq_nncf.config import dump_config, to_dict
+
+    cfg = _own(tmp_path, {})
+    old = to_dict(cfg)
+    for key in ("target_scopes", "validate_scopes", "regex_search", "activation_outputs"):
+        old["compression"].pop(key)
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    dump_config(cfg, tmp_path / "config.json", check_unchanged=True)  # no "different config" error
