@@ -46,13 +46,20 @@ def preflight_warnings(cfg: Config) -> list[str]:
     from .plan import resolve_plan
     from .scopes import trace_scopes
 
+    import json
+
     lines: list[str] = []
+    models: dict[str, tuple] = {}  # one build and trace per architecture, however many variants
     for name in cfg.variant_names():
         v = cfg.variant(name)
         if v.compression is None:
             continue
-        model = build_generator(v.model.arch, **v.model.args).eval()
+        key = json.dumps([v.model.arch, v.model.args], sort_keys=True, default=str)
+        if key not in models:
+            model = build_generator(v.model.arch, **v.model.args).eval()
+            models[key] = (model, trace_scopes(model).output_layers)
+        model, outputs = models[key]
         plan = resolve_plan(model, v.compression, tuple(v.input_info.range))
         prefix = f"variant {name}: " if cfg.variants else ""
-        lines += [prefix + w for w in settings_warnings(v, plan, trace_scopes(model).output_layers)]
+        lines += [prefix + w for w in settings_warnings(v, plan, outputs)]
     return list(dict.fromkeys(lines))

@@ -293,8 +293,10 @@ def _precision(prec: Any, comp_out: dict, errors: _Collector, tr: Translation) -
         else:
             errors.errors.append(f"{w}: '{entry[1]}' is not an NNCF quantizer id; it ends with |WEIGHT, |OUTPUT or "
                                  "|INPUT<n>")
-    if overrides:
-        comp_out["scope_overrides"] = {**overrides, **comp_out.get("scope_overrides", {})}
+    if overrides:  # bitwidth_per_scope is applied after scope_overrides in NNCF 2.x: its bits win, listed first
+        existing = comp_out.get("scope_overrides", {})
+        merged = {path: {**existing.get(path, {}), **sides} for path, sides in overrides.items()}
+        comp_out["scope_overrides"] = {**merged, **{k: v for k, v in existing.items() if k not in merged}}
     if outputs:
         comp_out["activation_outputs"] = outputs
         tr.notes.append("bitwidth_per_scope '<op>|OUTPUT' entries set the input bits of every conv that reads that "

@@ -361,3 +361,13 @@ def test_folder_made_before_new_fields_still_resumes(tmp_path):
         old["compression"].pop(key)
     (tmp_path / "config.json").write_text(json.dumps(old))
     dump_config(cfg, tmp_path / "config.json", check_unchanged=True)  # no "different config" error
+
+
+def test_bitwidth_per_scope_wins_over_scope_overrides(tmp_path):
+    comp = {"algorithm": "quantization",
+            "scope_overrides": {"weights": {"MSRResNet/NNCFConv2d[conv_hr]": {"bits": 6}},
+                                "activations": {"MSRResNet/NNCFConv2d[conv_hr]": {"bits": 6}}},
+            "initializer": {"precision": {"bitwidth_per_scope": [
+                [4, "MSRResNet/NNCFConv2d[conv_hr]/conv2d_0|WEIGHT"]]}}}
+    plan = _plan(load_config(_write(tmp_path, _nncf(comp)), MODEL))
+    assert plan.layers["conv_hr"] == LayerPrecision(4, 6)
