@@ -319,11 +319,27 @@ class TrainingSection:
     amp: bool = True
     seed: int = 0
     num_workers: int = 0
+    # Texture-preserving terms against the fp32 teacher's output (README "QAT loss recipes"); 0 = off
+    adv_distill_weight: float = 0.0  # GAN term whose discriminator tells teacher outputs (real) from student's
+    adv_discriminator: str = "patch"  # patch (small PatchGAN, any size) | vgg (VGGStyleDiscriminator)
+    adv_warmup_steps: int = 0  # discriminator-only steps before the generator's first step
+    feature_distill_weight: float = 0.0  # L1 on intermediate block outputs, student vs teacher
+    feature_distill_blocks: list[str] = field(default_factory=list)  # module names; empty = every body.N block
+    gradient_weight: float = 0.0  # L1 on image gradients, student vs teacher
+    fft_weight: float = 0.0  # L1 on FFT magnitudes, student vs teacher
 
     def __post_init__(self):
         _check_choice(self.gan_type, ("vanilla", "ragan"), "training.gan_type")
+        _check_choice(self.adv_discriminator, ("patch", "vgg"), "training.adv_discriminator")
+        if self.adv_warmup_steps < 0:
+            raise ConfigError("training.adv_warmup_steps: must be >= 0")
         if self.iterations < 0:
             raise ConfigError("training.iterations: must be >= 0")
+        weights = (self.pixel_weight, self.perceptual_weight, self.gan_weight, self.distill_weight)
+        if self.iterations > 0 and not self.distill_only and not any(w > 0 for w in weights):
+            raise ConfigError("training: pixel_weight, perceptual_weight, gan_weight and distill_weight are all 0, so "
+                              "training would not change the model; set one above 0 (e.g. training.distill_weight=1 "
+                              "to distil the fp32 model) or training.iterations to 0")
 
 
 @dataclass(frozen=True)
@@ -484,6 +500,8 @@ def read_json(path: str | Path) -> Any:
         text = strip_json_comments(path.read_text())
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file; a config is a JSON object (see configs/)") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -496,7 +514,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None, notes: lis
     path = Path(path)
     data = read_json(path)
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the config must be a JSON object")
+        raise ConfigError(f"{path}: the config must be a JSON object {{...}}, got {json.dumps(data)[:40]}; "
+                          "start from one of the files in configs/")
     from .nncf_config import is_nncf_config, load_nncf_config
 
     if is_nncf_config(data):

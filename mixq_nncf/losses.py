@@ -48,3 +48,53 @@ def gan_loss_g(real_logits: torch.Tensor, fake_logits: torch.Tensor, gan_type: s
     fake_rel = fake_logits - real_logits.detach().mean()
     return (F.binary_cross_entropy_with_logits(real_rel, torch.zeros_like(real_rel)) +
             F.binary_cross_entropy_with_logits(fake_rel, torch.ones_like(fake_rel))) / 2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Texture-preserving distillation terms: all compare the quantized student with the fp32 teacher on the same input,
+# so they need no ground truth and no downloaded weights.
+
+def gradient_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """L1 between horizontal and vertical finite differences: penalises added grain and lost edges directly,
+    which plain L1 on pixels weighs no more than a small colour shift."""
+    teacher = teacher.detach()
+    dx = F.l1_loss(student[..., :, 1:] - student[..., :, :-1], teacher[..., :, 1:] - teacher[..., :, :-1])
+    dy = F.l1_loss(student[..., 1:, :] - student[..., :-1, :], teacher[..., 1:, :] - teacher[..., :-1, :])
+    return (dx + dy) / 2
+
+
+def fft_loss(student: torch.Tensor, teacher: torch.Tensor, tile: int = 32) -> torch.Tensor:
+    """L1 between the 2-D FFT magnitudes (orthonormal) of ``tile`` px tiles: matches how much energy each spatial
+    frequency carries in each neighbourhood, whatever its phase. Where the student cannot place the teacher's fine
+    texture exactly, plain L1 pays it to blur it away; this term pays it to keep the texture's energy. Tiles keep
+    grain in a flat region from cancelling lost texture elsewhere."""
+    def tiles(x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2] // tile * tile, x.shape[-1] // tile * tile
+        if h == 0 or w == 0:
+            return x.float()
+        x = x[..., :h, :w].float().unfold(-2, tile, tile).unfold(-2, tile, tile)
+        return x  # (..., H/tile, W/tile, tile, tile)
+
+    s = torch.fft.rfft2(tiles(student), norm="ortho").abs()
+    t = torch.fft.rfft2(tiles(teacher.detach()), norm="ortho").abs()
+    return F.l1_loss(s, t)
+
+
+def feature_distill_loss(student_feats: list[torch.Tensor], teacher_feats: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over blocks of L1 between the student's and the teacher's block outputs, each scaled by the teacher
+    block's mean magnitude so deep and shallow blocks weigh alike. Quantization error is caught where it enters,
+    before 20 more blocks amplify it."""
+    if not student_feats or len(student_feats) != len(teacher_feats):
+        raise ValueError(f"feature distillation got {len(student_feats)} student and {len(teacher_feats)} teacher "
+                         "features; both models need the same hooked blocks")
+    terms = [F.l1_loss(s, t.detach()) / (t.detach().abs().mean() + 1e-6) for s, t in zip(student_feats, teacher_feats)]
+    return torch.stack(terms).mean()
+
+
+def discriminator_accuracy(real_logits: torch.Tensor, fake_logits: torch.Tensor, gan_type: str) -> float:
+    """Share of real and fake patches the discriminator classifies right (0.5 = chance). For RaGAN a patch is
+    judged against the other side's mean logit, as in its loss."""
+    real, fake = real_logits.detach().float(), fake_logits.detach().float()
+    if gan_type == "ragan":
+        real, fake = real - fake.mean(), fake - real.mean()
+    return float(((real > 0).float().mean() + (fake < 0).float().mean()) / 2)

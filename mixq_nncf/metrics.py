@@ -5,6 +5,9 @@
 - NIQE with the LIVE pristine parameters shipped in this package (from BasicSR, Apache-2.0).
 - NRQM (Ma) and PI the PIRM way: PI = 0.5 * ((10 - mean Ma) + mean NIQE) over a set, 4-pixel shave, Y.
 - LPIPS (AlexNet).
+- Texture to fp32, no download needed: MS-SSIM, GMSD (gradient-magnitude similarity deviation) and NLPD
+  (normalised Laplacian pyramid distance) of a variant's output against the fp32 output, and the Laplacian energy
+  ratio (1.0 = as much fine detail as fp32; above = added grain, below = smoothing).
 pyiqa is imported lazily, and a metric whose weight file is absent stops with a message naming the file and
 the folder to put it in: nothing here downloads.
 """
@@ -22,7 +25,9 @@ NIQE_MIN_SIZE = 96
 NRQM_FILE = "NRQM_model.mat"
 LPIPS_FILE = "LPIPS_v0.1_alex-df73285e.pth"
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
-FULL_REFERENCE = ("psnr", "ssim", "fidelity_psnr", "fidelity_ssim", "lpips")
+TEXTURE = ("fidelity_ms_ssim", "fidelity_gmsd", "fidelity_nlpd", "laplacian_ratio")
+FULL_REFERENCE = ("psnr", "ssim", "fidelity_psnr", "fidelity_ssim", "lpips") + TEXTURE
+LOWER_IS_BETTER = ("fidelity_gmsd", "fidelity_nlpd", "lpips", "niqe", "pi")
 NO_REFERENCE = ("niqe", "nrqm", "pi")
 ALL_METRICS = FULL_REFERENCE + NO_REFERENCE
 
@@ -52,12 +57,30 @@ def _cached(name: str, **kwargs):
     return _CACHE[key]
 
 
+SSIM_MIN_SIZE = 11  # pyiqa's Gaussian window
+
+
+def _check_pair(pred: torch.Tensor, ref: torch.Tensor, crop_border: int, what: str, min_size: int) -> None:
+    """Sizes that pyiqa would answer with an assertion or a nan: one line naming the sizes and the fix."""
+    if pred.shape[-2:] != ref.shape[-2:]:
+        ph, pw = pred.shape[-2:]
+        rh, rw = ref.shape[-2:]
+        raise DataError(f"{what}: the image is {pw}x{ph} but its reference is {rw}x{rh}; compare images of the same "
+                        "size (crop the ground truth to scale x the LR size, or check the --scale)")
+    h, w = pred.shape[-2:]
+    if min(h, w) - 2 * crop_border < min_size:
+        raise DataError(f"{what} needs at least {min_size}x{min_size} pixels after the {crop_border}px border crop; "
+                        f"got {w}x{h}. Use larger images or a smaller crop border (--crop-border / eval.crop_border)")
+
+
 def psnr_y(pred: torch.Tensor, ref: torch.Tensor, crop_border: int = 0) -> float:
+    _check_pair(pred, ref, crop_border, "PSNR", 1)
     m = _cached("psnr", test_y_channel=True, color_space="ycbcr", crop_border=crop_border)
     return float(m(_batch(pred), _batch(ref)).mean())
 
 
 def ssim_y(pred: torch.Tensor, ref: torch.Tensor, crop_border: int = 0) -> float:
+    _check_pair(pred, ref, crop_border, "SSIM", SSIM_MIN_SIZE)
     m = _cached("ssim", test_y_channel=True, color_space="ycbcr", crop_border=crop_border)
     return float(m(_batch(pred), _batch(ref)).mean())
 
@@ -65,6 +88,34 @@ def ssim_y(pred: torch.Tensor, ref: torch.Tensor, crop_border: int = 0) -> float
 def fidelity(pred: torch.Tensor, ref: torch.Tensor, crop_border: int = 0) -> dict[str, float]:
     """PSNR/SSIM-Y of a quantized model's output against the fp32 model's output on the same input."""
     return {"psnr": psnr_y(pred, ref, crop_border), "ssim": ssim_y(pred, ref, crop_border)}
+
+
+def _shave(img: torch.Tensor, crop_border: int) -> torch.Tensor:
+    img = _batch(img)
+    return img[..., crop_border:img.shape[-2] - crop_border, crop_border:img.shape[-1] - crop_border] \
+        if crop_border else img
+
+
+def texture_fidelity(name: str, pred: torch.Tensor, ref: torch.Tensor, crop_border: int = 0) -> float:
+    """One of TEXTURE against the fp32 output (pyiqa's MS-SSIM / GMSD / NLPD on Y; all offline)."""
+    pred, ref = _shave(pred, crop_border), _shave(ref, crop_border)
+    if name == "laplacian_ratio":
+        return laplacian_energy(pred) / max(laplacian_energy(ref), 1e-12)
+    if name == "fidelity_ms_ssim" and min(pred.shape[-2:]) < 161:
+        raise DataError(f"MS-SSIM needs images of at least 161 px a side after the border crop; got "
+                        f"{tuple(pred.shape[-2:])}. Evaluate on larger images or leave fidelity_ms_ssim out.")
+    m = _cached(name.removeprefix("fidelity_"))
+    return float(m(pred, ref).mean())
+
+
+def laplacian_energy(img: torch.Tensor) -> float:
+    """Mean squared 3x3 Laplacian of the luma: how much fine detail (or grain) an image carries."""
+    import torch.nn.functional as F
+
+    img = _batch(img)
+    y = (0.299 * img[:, 0] + 0.587 * img[:, 1] + 0.114 * img[:, 2]).unsqueeze(1)
+    k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
+    return float(F.conv2d(y, k).pow(2).mean())
 
 
 def niqe_params_mat() -> Path:
@@ -127,6 +178,7 @@ def lpips(pred: torch.Tensor, ref: torch.Tensor) -> float:
         if not f.is_file():
             raise MissingFileError(f"LPIPS needs {f.name}; put it at {f} (LPIPS weights in the pyiqa cache, the "
                                    "AlexNet ImageNet weights in the torch hub checkpoints folder)")
+    _check_pair(pred, ref, 0, "LPIPS", 1)
     m = _cached("lpips", pretrained_model_path=str(weights))
     return float(m(_batch(pred), _batch(ref)).mean())
 
@@ -154,6 +206,8 @@ class MetricSuite:
                 out[n] = psnr_y(pred, reference, c)
             elif n == "fidelity_ssim" and reference is not None:
                 out[n] = ssim_y(pred, reference, c)
+            elif n in TEXTURE and reference is not None:
+                out[n] = texture_fidelity(n, pred, reference, c)
             elif n == "psnr" and gt is not None:
                 out[n] = psnr_y(pred, gt, c)
             elif n == "ssim" and gt is not None:

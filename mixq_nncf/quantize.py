@@ -7,7 +7,7 @@ is needed and one calibration serves every plan (sweeps, variants).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
@@ -61,6 +61,13 @@ def _range_estimator(rng):
 def quantize(model: nn.Module, plan: PrecisionPlan, calibration: list[torch.Tensor], *,
              compression: CompressionSection, input_range: tuple[float, float] | None = None) -> nn.Module:
     """NNCF PTQ of a copy of ``model`` (calibrated 8-bit ranges), then the plan's bits applied per layer."""
+    return quantize_with_conflicts(model, plan, calibration, compression=compression, input_range=input_range)[0]
+
+
+def quantize_with_conflicts(model: nn.Module, plan: PrecisionPlan, calibration: list[torch.Tensor], *,
+                            compression: CompressionSection,
+                            input_range: tuple[float, float] | None = None) -> tuple[nn.Module, list[str]]:
+    """quantize(), also returning the layers whose fp32 wish a shared activation quantizer overruled."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
@@ -91,8 +98,8 @@ def quantize(model: nn.Module, plan: PrecisionPlan, calibration: list[torch.Tens
     if compression.weights.signed or compression.activations.signed:
         # signed: false needs nothing: NNCF 3.4 already picks unsigned levels where calibration saw one sign only
         force_signed(qmodel, weights=bool(compression.weights.signed), activations=bool(compression.activations.signed))
-    apply_plan(qmodel, plan, example=calibration[0], input_range=input_range or plan.input_range)
-    return qmodel
+    applied = apply_plan(qmodel, plan, example=calibration[0], input_range=input_range or plan.input_range)
+    return qmodel, list(applied.conflicts)
 
 
 @dataclass
@@ -100,6 +107,7 @@ class QuantizeResult:
     fp32_model: nn.Module
     model: nn.Module
     plan: Optional[PrecisionPlan]
+    conflicts: list[str] = field(default_factory=list)  # fp32 wishes a shared quantizer overruled
 
 
 def quantize_from_config(cfg: Config, *, calibration: list[torch.Tensor] | None = None,
@@ -115,5 +123,6 @@ def quantize_from_config(cfg: Config, *, calibration: list[torch.Tensor] | None 
 
         calibration = calibration_inputs(cfg.data.calibration or cfg.data.train, cfg.data.calibration_samples,
                                          cfg.data.calibration_patch, int(fp32.scale), cfg.data.seed)
-    model = quantize(fp32, plan, calibration, compression=cfg.compression, input_range=tuple(cfg.input_info.range))
-    return QuantizeResult(fp32, model, plan)
+    model, conflicts = quantize_with_conflicts(fp32, plan, calibration, compression=cfg.compression,
+                                               input_range=tuple(cfg.input_info.range))
+    return QuantizeResult(fp32, model, plan, conflicts)

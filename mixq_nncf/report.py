@@ -32,7 +32,7 @@ def _quality_cell(key: str, value: Any) -> str:
     # pyiqa caps PSNR at 80 dB for identical images: an fp32 IR reproduces the torch model exactly
     if key == "fidelity_psnr" and isinstance(value, (int, float)) and value >= 79.99:
         return "exact"
-    return _fmt(value, ".4f" if "ssim" in key else ".3f")
+    return _fmt(value, ".4f" if "ssim" in key or "gmsd" in key or "nlpd" in key else ".3f")
 
 
 def variant_table(report: dict) -> str:
@@ -91,8 +91,10 @@ def render_markdown(report: dict) -> str:
     if peers:
         parts += ["Peers measured in the same run:", "", peers, ""]
     parts += ["Quality: `fidelity_*` compares each variant's OpenVINO output with the fp32 model's output on the same "
-              "inputs (the cost of quantization alone); NIQE / PI are no-reference (lower is better); PSNR/SSIM against "
-              "ground truth appear only when the ground truth matches the model's training degradation.", ""]
+              "inputs (the cost of quantization alone; GMSD and NLPD: lower is better); `laplacian_ratio` is the "
+              "variant's fine-detail energy over fp32's (1 = same, above = added grain, below = smoothing); NIQE / PI "
+              "are no-reference (lower is better); PSNR/SSIM against ground truth appear only when the ground truth "
+              "matches the model's training degradation.", ""]
     parts += [f"**Runtime precision.** {INT16_NOTE}", ""]
     for name, v in report["variants"].items():
         fp32_layers = v.get("runtime_fp32_convs") or []
@@ -147,26 +149,113 @@ def save_side_by_side(panels: list[tuple[str, Any]], path: Path, *, crop: tuple[
     return atomic_write(path, lambda p: sheet.save(p, format="PNG"))
 
 
+def label_points(ax, points: list[tuple[str, float, float]], min_gap: float = 0.06) -> None:
+    """Name each (label, x, y) point with a text kept at least ``min_gap`` (axes fraction) from the others
+    vertically, joined to its point by a thin line, so close points stay readable."""
+    if not points:
+        return
+    ax.figure.canvas.draw()
+    y0, y1 = ax.get_ylim()
+    span = (y1 - y0) or 1.0
+    placed: list[float] = []
+    for name, x, y in sorted(points, key=lambda p: p[2]):
+        frac = (y - y0) / span
+        for other in placed:
+            if abs(frac - other) < min_gap:
+                frac = other + min_gap
+        placed.append(frac)
+        ax.annotate(name, (x, y), xytext=(x, y0 + frac * span), textcoords="data", fontsize=7,
+                    ha="left", va="center", arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "grey"},
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+
+
 def save_tradeoff_plot(report: dict, path: Path) -> Path:
-    """Latency vs fidelity, one point per variant."""
+    """Latency vs fidelity of the quantized variants, zoomed on them; fp32 (lossless, no finite fidelity) is a
+    reference line at its latency, and labels are spread apart."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    points, refs = [], []
     for name, v in report["variants"].items():
         ms = v.get("latency_median_ms")
         fid = v.get("quality", {}).get("fidelity_psnr")
         if ms is None:
             continue
-        y = fid if fid is not None else 60.0
-        ax.scatter([ms], [y], s=40)
-        ax.annotate(name, (ms, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        if fid is None or fid >= 60:
+            refs.append((name, ms))
+            continue
+        ax.scatter([ms], [fid], s=40, zorder=3)
+        points.append((name, ms, fid))
+    if points:
+        ys = [p[2] for p in points]
+        pad = max(0.1, (max(ys) - min(ys)) * 0.2)
+        ax.set_ylim(min(ys) - pad, max(ys) + pad)
+    for name, ms in refs:
+        ax.axvline(ms, color="grey", ls="--", lw=1)
+        ax.text(ms, 0.02, f" {name} (reference) {ms:.1f} ms", transform=ax.get_xaxis_transform(), fontsize=7,
+                color="grey", rotation=90, va="bottom")
+    label_points(ax, points)
     ax.set_xlabel("OpenVINO CPU latency, median ms (lower is better)")
-    ax.set_ylabel("fidelity to fp32, PSNR-Y dB (fp32 plotted at 60)")
+    ax.set_ylabel("fidelity to fp32, PSNR-Y dB (higher is better)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     out = atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=120))
     plt.close(fig)
     return out
+
+
+def most_textured_crop(img: Any, size: int) -> tuple[int, int, int]:
+    """(top, left, size) of the ``size`` px window with the highest luma variance: where quantization grain and
+    smoothing show (a centre crop often lands on sky or skin)."""
+    import torch.nn.functional as F
+
+    y = (0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2]).unsqueeze(0).unsqueeze(0).float()
+    h, w = y.shape[-2:]
+    size = min(size, h, w)
+    stride = max(1, size // 4)
+    mean = F.avg_pool2d(y, size, stride)
+    var = F.avg_pool2d(y * y, size, stride) - mean * mean
+    idx = int(var.flatten().argmax())
+    top, left = (idx // var.shape[-1]) * stride, (idx % var.shape[-1]) * stride
+    return min(top, h - size), min(left, w - size), size
+
+
+def save_texture_grid(panels: list[tuple[str, Any]], path: Path, *, reference: str, crop: tuple[int, int, int],
+                      zoom: int = 4, gain: float = 4.0) -> Path:
+    """Per variant (columns): the crop, a ``zoom``x nearest-neighbour inset of its centre, and |variant - reference|
+    x ``gain`` as a heat map, so grain (bright speckle) and smoothing (bright edges) show at a glance."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from .data import to_uint8
+
+    ref = dict(panels)[reference]
+    top, left, size = crop
+    inset = max(8, size // zoom)
+    i_top, i_left = top + (size - inset) // 2, left + (size - inset) // 2
+    label_h, pad = 16, 4
+    cols = []
+    for label, img in panels:
+        arr = to_uint8(img)
+        tile = Image.fromarray(arr[top:top + size, left:left + size])
+        box = Image.fromarray(arr[i_top:i_top + inset, i_left:i_left + inset]).resize((size, size), Image.NEAREST)
+        diff = (img - ref)[..., top:top + size, left:left + size].abs().mean(0).mul(gain).clamp(0, 1).numpy()
+        heat = np.stack([diff, diff ** 2, np.zeros_like(diff)], -1)  # black -> red -> yellow
+        heat_img = Image.fromarray((heat * 255).round().astype(np.uint8))
+        col = Image.new("RGB", (size, 3 * size + 2 * pad + label_h), "white")
+        col.paste(tile, (0, label_h))
+        ImageDraw.Draw(col).rectangle([(i_left - left, label_h + i_top - top),
+                                       (i_left - left + inset, label_h + i_top - top + inset)], outline="cyan")
+        col.paste(box, (0, label_h + size + pad))
+        col.paste(heat_img, (0, label_h + 2 * (size + pad)))
+        ImageDraw.Draw(col).text((3, 2), label, fill="black")
+        cols.append(col)
+    sheet = Image.new("RGB", (sum(c.width for c in cols) + pad * (len(cols) - 1), cols[0].height), "white")
+    x = 0
+    for c in cols:
+        sheet.paste(c, (x, 0))
+        x += c.width + pad
+    return atomic_write(path, lambda p: sheet.save(p, format="PNG"))

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Config, to_dict
-from .errors import MixqError, TrainingDiverged
-from .io_utils import atomic_torch_save, atomic_write_text
+from .config import Config, config_changes, to_dict
+from .errors import MixqError, OutputError, TrainingDiverged
+from .io_utils import atomic_torch_save, atomic_write_text, ensure_writable, fault_point
 
 CHECKPOINT_FORMAT = "mixq-nncf/train-state-v1"
 
@@ -143,14 +143,76 @@ class _CsvLog:
             self.tb.flush()
 
 
+# config keys a resumed run may change: they do not change what is trained (iterations may grow to extend a run)
+RESUME_HARMLESS = ("training.iterations", "training.log_every", "training.checkpoint_every", "training.tensorboard",
+                   "training.device", "training.num_workers", "data.eval", "data.eval_lr", "data.eval_max_images",
+                   "data.eval_crop")
+RESUME_IGNORED_SECTIONS = ("name", "description", "variants", "export", "benchmark", "eval")
+
+
+def resume_changes(saved: dict, cfg: Config) -> list[str]:
+    """'key: old -> new' for every config change that makes a resumed run another experiment."""
+    return [c for c in config_changes(saved, to_dict(cfg), RESUME_IGNORED_SECTIONS)
+            if c.split(":")[0] not in RESUME_HARMLESS]
+
+
+def check_out_dir(out_dir: str | Path, resume: bool, model: Optional[nn.Module] = None) -> Path:
+    """Before any work: refuse to overwrite a run without --resume, and a folder we cannot write or fill."""
+    out_dir = Path(out_dir)
+    existing = [p for p in (out_dir / "final.pt", out_dir / "checkpoints" / "last.pt") if p.is_file()]
+    if existing and not resume:
+        raise OutputError(f"{out_dir} already holds a training run ({', '.join(p.name for p in existing)}); "
+                          "continue it with --resume, or use another --out (or delete that folder) to start over")
+    # model, EMA copy and two Adam moments per parameter, written twice (temp file + the one it replaces)
+    need = 8 * 4 * sum(p.numel() for p in model.parameters()) if model is not None else 0
+    return ensure_writable(out_dir, need_bytes=need)
+
+
+def _device_of(m: nn.Module) -> torch.device:
+    first = next(iter(list(m.parameters()) + list(m.buffers())), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def _snapshot(m: nn.Module) -> tuple:
+    """Where a caller's model lives and how it is set (device, train mode, requires_grad per parameter)."""
+    return _device_of(m), m.training, [p.requires_grad for p in m.parameters()]
+
+
+def _restore(m: nn.Module, snap: tuple) -> None:
+    device, training, grads = snap
+    m.to(device)
+    m.train(training)
+    for p, g in zip(m.parameters(), grads):
+        p.requires_grad_(g)
+
+
 def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_dir: str | Path,
           resume: bool = False, plan=None, progress: bool = True,
           on_step: Optional[Callable[[int, dict], None]] = None) -> TrainResult:
-    """Train ``model`` in place for cfg.training.iterations steps; writes checkpoints/last.pt and final.pt."""
+    """Train ``model`` in place for cfg.training.iterations steps; writes checkpoints/last.pt and final.pt.
+
+    Training runs on training.device; the caller's models stay where they were: ``model`` comes back on its own
+    device in eval mode, ``teacher`` (often shared with later steps) on its device with its mode and
+    requires_grad flags unchanged. Without ``resume`` an out_dir that already holds a run is refused.
+    """
+    model_snap = _snapshot(model)
+    teacher_snap = _snapshot(teacher) if teacher is not None else None
+    try:
+        return _train(cfg, model=model, teacher=teacher, out_dir=out_dir, resume=resume, plan=plan,
+                      progress=progress, on_step=on_step)
+    finally:
+        model.to(model_snap[0])
+        if teacher is not None:
+            _restore(teacher, teacher_snap)
+
+
+def _train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_dir: str | Path,
+           resume: bool, plan, progress: bool, on_step: Optional[Callable[[int, dict], None]]) -> TrainResult:
     from tqdm import tqdm
 
     from .data import TrainPatches, resolve_images
-    from .losses import PerceptualLoss, distill_loss, gan_loss_d, gan_loss_g, pixel_loss
+    from .losses import (PerceptualLoss, discriminator_accuracy, distill_loss, fft_loss, gan_loss_d, gan_loss_g,
+                         gradient_loss, pixel_loss)
     from .qcheckpoint import save_quantized
 
     t = cfg.training
@@ -158,15 +220,21 @@ def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_di
     device = pick_device(t.device)
     rank, world = _dist_setup(device)
     is_main = rank == 0
-    if is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / "checkpoints" / "last.pt"
+    if is_main:
+        check_out_dir(out_dir, resume, model)
 
     use_gan = t.gan_weight > 0 and not t.distill_only
     use_perceptual = t.perceptual_weight > 0 and not t.distill_only
     use_pixel = t.pixel_weight > 0 and not t.distill_only
     distill_w = (t.distill_weight or 1.0) if t.distill_only else t.distill_weight
-    if distill_w > 0 and teacher is None:
+    use_adv = t.adv_distill_weight > 0
+    if use_adv and use_gan:
+        raise MixqError("training.adv_distill_weight and training.gan_weight both ask for a discriminator: the first "
+                        "judges against the fp32 teacher, the second against ground truth; set one of them to 0")
+    needs_teacher = distill_w > 0 or use_adv or t.feature_distill_weight > 0 or t.gradient_weight > 0 or \
+        t.fft_weight > 0
+    if needs_teacher and teacher is None:
         raise MixqError("distillation needs the fp32 teacher model")
     perceptual = PerceptualLoss(t.vgg_weights).to(device) if use_perceptual else None  # fails up front
 
@@ -185,10 +253,11 @@ def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_di
         for p in teacher.parameters():
             p.requires_grad_(False)
     disc = None
-    if use_gan:
-        from .models.discriminator import VGGStyleDiscriminator
+    if use_gan or use_adv:
+        from .models.discriminator import PatchDiscriminator, VGGStyleDiscriminator
 
-        disc = VGGStyleDiscriminator(3, 64, input_size=t.patch_size)
+        disc = PatchDiscriminator(3, 32) if use_adv and t.adv_discriminator == "patch" else \
+            VGGStyleDiscriminator(3, 64, input_size=t.patch_size)
         if t.discriminator_weights:
             from .models.checkpoint import load_checkpoint
 
@@ -204,11 +273,18 @@ def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_di
         opt_d = torch.optim.Adam(disc.parameters(), lr=t.lr_d, betas=tuple(t.betas))
         sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, milestones=list(t.milestones), gamma=t.gamma)
 
+    taps = feature_taps(model, teacher, t.feature_distill_blocks) if t.feature_distill_weight > 0 else None
+
     start = 0
     if resume and ckpt_path.is_file():
         state = load_train_state(ckpt_path, device)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise MixqError(f"{ckpt_path} is not a mixq training checkpoint; remove it or use another --out")
+        changed = resume_changes(state.get("config") or {}, cfg)
+        if changed:
+            shown = "; ".join(changed[:6]) + (f"; and {len(changed) - 6} more" if len(changed) > 6 else "")
+            raise OutputError(f"{ckpt_path} was trained with another config ({shown}); resuming would mix two "
+                              "experiments: restore those values, or use another --out to start this one")
         model.load_state_dict(state["generator"])
         opt_g.load_state_dict(state["opt_g"])
         _load_sched_state(sched_g, state["sched_g"])
@@ -246,6 +322,11 @@ def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_di
             "rng": _rng_state(), "config": to_dict(cfg)})
 
     log = _CsvLog(out_dir / "train_log.csv", is_main, start, t.tensorboard)
+    if use_adv and start == 0 and t.adv_warmup_steps > 0:
+        acc = warm_up_discriminator(disc, opt_d, model, teacher,
+                                    (_batch(ds, -1 - k, t.batch_size, device)["lr"] for k in range(t.adv_warmup_steps)),
+                                    t.gan_type, progress=progress and is_main)
+        log.add({"step": 0, "d_warmup_acc": sum(acc[-5:]) / len(acc[-5:])})
     bar = tqdm(range(start, t.iterations), initial=start, total=t.iterations,
                desc="QAT" if plan is not None else "train",
                disable=not (progress and is_main))
@@ -259,22 +340,36 @@ def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_di
         # generator step
         if disc is not None:
             disc.requires_grad_(False)
+        if taps is not None:
+            taps.clear()  # drop features of forwards outside this step (discriminator warm-up, evaluation)
         sr = g_model(lr_img)
         terms: dict[str, torch.Tensor] = {}
-        if distill_w > 0:
+        target = None
+        if needs_teacher:
             with torch.no_grad():
                 target = teacher(lr_img)
+        if distill_w > 0:
             terms["distill"] = distill_w * distill_loss(sr, target)
+        if t.gradient_weight > 0:
+            terms["gradient"] = t.gradient_weight * gradient_loss(sr, target)
+        if t.fft_weight > 0:
+            terms["fft"] = t.fft_weight * fft_loss(sr, target)
+        if taps is not None:
+            terms["feature"] = t.feature_distill_weight * taps.loss()
         if use_pixel:
             terms["pixel"] = t.pixel_weight * pixel_loss(sr, hr_img)
         if perceptual is not None:
             with (autocast() if autocast else _null()):
                 terms["perceptual"] = t.perceptual_weight * perceptual(sr, hr_img).float()
-        if d_model is not None:
+        if d_model is not None and not use_adv:
             with (autocast() if autocast else _null()):
                 real = d_model(hr_img).detach().float()
                 fake = d_model(sr).float()
             terms["gan_g"] = t.gan_weight * gan_loss_g(real, fake, t.gan_type)
+        if use_adv:
+            real = d_model(target).detach().float()
+            fake = d_model(sr).float()
+            terms["adv_distill"] = t.adv_distill_weight * gan_loss_g(real, fake, t.gan_type)
         loss_g = sum(terms.values())
         _check_finite(terms, step + 1, ckpt_path)
         opt_g.zero_grad(set_to_none=True)
@@ -286,10 +381,11 @@ def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_di
         if d_model is not None:
             disc.requires_grad_(True)
             with (autocast() if autocast else _null()):
-                real = d_model(hr_img).float()
+                real = d_model(target if use_adv else hr_img).float()
                 fake = d_model(sr.detach()).float()
             loss_d = gan_loss_d(real, fake, t.gan_type)
             terms["gan_d"] = loss_d
+            d_acc = discriminator_accuracy(real, fake, t.gan_type)
             _check_finite({"gan_d": loss_d}, step + 1, ckpt_path)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
@@ -305,6 +401,8 @@ def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_di
 
         images += lr_img.shape[0] * world
         losses = {k: float(v.detach()) for k, v in terms.items()}
+        if d_model is not None:
+            losses["d_acc"] = d_acc
         done = step + 1
         if on_step is not None:
             on_step(done, losses)
@@ -315,7 +413,10 @@ def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_di
         if done % max(1, t.checkpoint_every) == 0 or done == t.iterations:
             save_state(done)
             log.flush()
+            fault_point("train.checkpoint")
     bar.close()
+    if taps is not None:
+        taps.close()
     wall = time.perf_counter() - t0
     final = out_dir / "final.pt"
     if is_main:
@@ -362,3 +463,68 @@ def _check_finite(terms: dict[str, torch.Tensor], step: int, ckpt_path: Path) ->
             kept = f"the last good checkpoint is {ckpt_path}" if ckpt_path.is_file() else "no checkpoint was written yet"
             raise TrainingDiverged(f"loss term '{name}' became {v} at step {step}; {kept}. Lower the learning rate "
                                    "(training.lr_g) or check the data.")
+
+
+class FeatureTaps:
+    """Forward hooks that keep the outputs of the same named blocks in the student and the fp32 teacher, for
+    feature distillation. Both generators name their blocks body.N, so the default taps every body block."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, names: list[str]):
+        self.student: list[torch.Tensor] = []
+        self.teacher: list[torch.Tensor] = []
+        s_mods, t_mods = dict(student.named_modules()), dict(teacher.named_modules())
+        missing = [n for n in names if n not in s_mods or n not in t_mods]
+        if not names or missing:
+            raise MixqError(f"training.feature_distill_blocks: no block named {missing or names} in both models; "
+                            "use module names such as body.0 (see `mixq models --json`), or leave the list empty "
+                            "for every body block")
+        self._handles = [s_mods[n].register_forward_hook(lambda m, i, o: self.student.append(o)) for n in names] + \
+            [t_mods[n].register_forward_hook(lambda m, i, o: self.teacher.append(o)) for n in names]
+
+    def clear(self) -> None:
+        self.student, self.teacher = [], []
+
+    def loss(self) -> torch.Tensor:
+        """Distillation over the features of the last student and teacher forward; clears them."""
+        from .losses import feature_distill_loss
+
+        try:
+            return feature_distill_loss(self.student, self.teacher)
+        finally:
+            self.student, self.teacher = [], []
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def feature_taps(student: nn.Module, teacher: nn.Module, blocks: list[str]) -> FeatureTaps:
+    """Taps on ``blocks``, or on every direct child of the student's ``body`` when the list is empty."""
+    if not blocks:
+        body = dict(student.named_modules()).get("body")
+        blocks = [f"body.{name}" for name, _ in body.named_children()] if body is not None else []
+    return FeatureTaps(student, teacher, list(blocks))
+
+
+def warm_up_discriminator(disc: nn.Module, opt_d, student: nn.Module, teacher: nn.Module, lr_batches,
+                          gan_type: str, progress: bool = False) -> list[float]:
+    """Train the discriminator alone on teacher (real) vs student (fake) outputs, so that the generator's first
+    adversarial gradient comes from a discriminator that can already tell them apart (one trained from scratch
+    alongside the generator stays at chance for hundreds of steps). Returns its accuracy at each step."""
+    from tqdm import tqdm
+
+    from .losses import discriminator_accuracy, gan_loss_d
+
+    acc: list[float] = []
+    disc.train().requires_grad_(True)
+    batches = list(lr_batches)
+    for lr_img in tqdm(batches, desc="D warm-up", disable=not progress):
+        with torch.no_grad():
+            real_img, fake_img = teacher(lr_img), student(lr_img)
+        real, fake = disc(real_img).float(), disc(fake_img).float()
+        loss = gan_loss_d(real, fake, gan_type)
+        opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_d.step()
+        acc.append(discriminator_accuracy(real, fake, gan_type))
+    return acc

@@ -9,7 +9,9 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
                      "checkpoint, or an fp32 checkpoint with --arch) on a dataset (--data offline|FOLDER; LR made by "
                      "MATLAB bicubic), optionally against a --reference model for fidelity; or existing images "
                      "(--pred DIR --gt DIR, matched by file name). Metrics: psnr, ssim (Y, border crop = scale), "
-                     "fidelity_psnr, fidelity_ssim, niqe, nrqm, pi, lpips. Writes per_image.csv and summary.json.")
+                     "fidelity_psnr, fidelity_ssim, the texture fidelities fidelity_ms_ssim, fidelity_gmsd, fidelity_nlpd, "
+                     "laplacian_ratio (all against --reference, offline), niqe, nrqm, pi, lpips. Writes "
+                     "per_image.csv and summary.json.")
     p.add_argument("--model", help="model to run: .xml IR, mixq .pt, or fp32 weights with --arch")
     p.add_argument("--arch", help="preset for an fp32 weights file (see `mixq models`)")
     p.add_argument("--reference", help="fp32 model for fidelity metrics (.xml or .pt or weights with --arch)")
@@ -60,6 +62,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from ..data import EvalPairs, list_images, load_image, resolve_images
+    from ..errors import DataError
     from ..io_utils import atomic_write_json, atomic_write_text
     from ..metrics import MetricSuite
     from . import UserError
@@ -77,7 +80,10 @@ def run(args) -> int:
             gt = load_image(gts[p.stem]) if p.stem in gts else None
             if args.gt and gt is None:
                 raise UserError(f"no ground truth for {p.name} in {args.gt}")
-            rows.append({"image": p.stem, **suite.score(load_image(p).clamp(0, 1), gt=gt)})
+            try:
+                rows.append({"image": p.stem, **suite.score(load_image(p).clamp(0, 1), gt=gt)})
+            except DataError as exc:
+                raise DataError(f"{p} vs {gts[p.stem]}: {exc}" if gt is not None else f"{p}: {exc}") from None
     else:
         if not args.model:
             raise UserError("give --model (to run a model) or --pred/--gt (to score images)")

@@ -1,0 +1,162 @@
+"""Texture-preserving QAT terms (gradient, FFT, feature and adversarial distillation) on tiny generators, CPU."""
+import copy
+
+import pytest
+import torch
+
+from tiny_models import TINY, photo_lr_crops
+from mixq_nncf.config import parse_config
+from mixq_nncf.errors import MixqError
+from mixq_nncf.losses import discriminator_accuracy, fft_loss, gradient_loss
+from mixq_nncf.metrics import laplacian_energy, texture_fidelity
+from mixq_nncf.models.discriminator import PatchDiscriminator
+from mixq_nncf.quantize import quantize_from_config
+from mixq_nncf.train import feature_taps, train, warm_up_discriminator
+
+RRDB = {"arch": "rrdbnet_x4", "args": {**TINY, "num_grow_ch": 8}, "weights": None}
+BASE = {"model": RRDB, "data": {"calibration_samples": 4, "calibration_patch": 16},
+        "training": {"iterations": 30, "batch_size": 2, "patch_size": 32, "lr_g": 2e-3, "lr_d": 2e-4,
+                     "distill_only": False, "pixel_weight": 0.0, "perceptual_weight": 0.0, "gan_weight": 0.0,
+                     "distill_weight": 0.0, "checkpoint_every": 100, "log_every": 1, "device": "cpu",
+                     "milestones": [1000]}}
+
+
+def _cfg(**training) -> object:
+    data = copy.deepcopy(BASE)
+    data["training"].update(training)
+    return parse_config(data)
+
+
+def _student_teacher(cfg):
+    """A quantized tiny RRDBNet and a teacher with other weights, so every term starts far from its minimum."""
+    torch.manual_seed(0)
+    student = quantize_from_config(cfg, fp32_model=_tiny_rrdb(0)).model
+    return student, _tiny_rrdb(1)
+
+
+def _tiny_rrdb(seed: int):
+    from mixq_nncf.models import build_generator
+
+    torch.manual_seed(seed)
+    return build_generator("rrdbnet_x4", **RRDB["args"]).eval()
+
+
+def _term_on(term: str, student, teacher, x) -> float:
+    with torch.no_grad():
+        if term == "feature":
+            taps = feature_taps(student, teacher, [])
+            student(x), teacher(x)
+            value = float(taps.loss())
+            taps.close()
+            return value
+        s, t = student(x), teacher(x)
+        return float({"gradient": gradient_loss, "fft": fft_loss}[term](s, t))
+
+
+@pytest.mark.parametrize("term,weights", [
+    ("gradient", {"gradient_weight": 1.0}),
+    ("fft", {"fft_weight": 1.0}),
+    ("feature", {"feature_distill_weight": 1.0}),
+])
+def test_each_texture_term_decreases_alone(term, weights, tmp_path):
+    cfg = _cfg(**weights)
+    student, teacher = _student_teacher(cfg)
+    x = torch.cat(photo_lr_crops())
+    before = _term_on(term, student, teacher, x)
+    train(cfg, model=student, teacher=teacher, out_dir=tmp_path, progress=False)
+    after = _term_on(term, student, teacher, x)
+    assert after < 0.85 * before, (term, before, after)
+
+
+def test_feature_taps_name_missing_block():
+    with pytest.raises(MixqError, match="feature_distill_blocks"):
+        feature_taps(_tiny_rrdb(0), _tiny_rrdb(1), ["body.7"])
+
+
+def test_discriminator_warm_up_tells_teacher_from_student_before_generator_trains():
+    """Warm-up alone (no generator step) lifts the patch discriminator above chance on batches it never saw."""
+    cfg = _cfg()
+    student, teacher = _student_teacher(cfg)
+    torch.manual_seed(0)
+    disc = PatchDiscriminator(3, 16)
+    opt = torch.optim.Adam(disc.parameters(), lr=1e-3, betas=(0.9, 0.99))
+    g = torch.Generator().manual_seed(0)
+    crops = torch.cat(photo_lr_crops())
+    batches = [crops[torch.randperm(4, generator=g)[:2]] for _ in range(40)]
+    acc = warm_up_discriminator(disc, opt, student, teacher, batches, "ragan")
+    with torch.no_grad():
+        held_out = torch.cat([c.flip(-1) for c in photo_lr_crops()])
+        held_acc = discriminator_accuracy(disc(teacher(held_out)), disc(student(held_out)), "ragan")
+    assert sum(acc[:3]) / 3 < 0.9 and held_acc > 0.7, (acc[:3], held_acc)
+
+
+def test_adversarial_distillation_term_falls_against_a_warmed_up_discriminator(tmp_path):
+    """With a warmed-up discriminator held still (lr_d 0), the student's adversarial term falls."""
+    cfg = _cfg(adv_distill_weight=1.0, lr_d=0.0, batch_size=4)
+    student, teacher = _student_teacher(cfg)
+    torch.manual_seed(0)
+    disc = PatchDiscriminator(3, 32)
+    opt = torch.optim.Adam(disc.parameters(), lr=1e-3, betas=(0.9, 0.99))
+    crops = torch.cat(photo_lr_crops())
+    warm_up_discriminator(disc, opt, student, teacher, [crops] * 30, "ragan")
+    torch.save(disc.state_dict(), tmp_path / "net_d.pth")
+    cfg = _cfg(adv_distill_weight=1.0, lr_d=0.0, batch_size=4, discriminator_weights=str(tmp_path / "net_d.pth"))
+    seen: list[dict] = []
+    train(cfg, model=student, teacher=teacher, out_dir=tmp_path / "g", progress=False,
+          on_step=lambda step, losses: seen.append(losses))
+    first = sum(s["adv_distill"] for s in seen[:6]) / 6
+    last = sum(s["adv_distill"] for s in seen[-6:]) / 6
+    assert last < 0.85 * first, (first, last)
+
+
+def test_warm_up_runs_inside_training_and_is_logged(tmp_path):
+    cfg = _cfg(adv_distill_weight=1e-2, adv_warmup_steps=3, iterations=2, lr_d=1e-3)
+    student, teacher = _student_teacher(cfg)
+    seen: list[dict] = []
+    train(cfg, model=student, teacher=teacher, out_dir=tmp_path, progress=False,
+          on_step=lambda step, losses: seen.append(losses))
+    log = (tmp_path / "train_log.csv").read_text()
+    assert "d_warmup_acc" in log and all("d_acc" in s and "adv_distill" in s for s in seen)
+
+
+def test_adv_distill_and_gan_against_ground_truth_are_exclusive(tmp_path):
+    cfg = _cfg(adv_distill_weight=1.0, gan_weight=1.0)
+    student, teacher = _student_teacher(cfg)
+    with pytest.raises(MixqError, match="adv_distill_weight"):
+        train(cfg, model=student, teacher=teacher, out_dir=tmp_path, progress=False)
+
+
+def test_texture_metrics_see_grain():
+    """Added grain raises the Laplacian ratio above 1 and worsens GMSD / NLPD against the clean image."""
+    from mixq_nncf.data import load_image, offline_photos
+
+    clean = load_image(offline_photos("eval")[0])[:, :192, :192]
+    g = torch.Generator().manual_seed(0)
+    grainy = (clean + 0.03 * torch.randn(clean.shape, generator=g)).clamp(0, 1)
+    assert texture_fidelity("laplacian_ratio", grainy, clean, 4) > 1.2
+    assert laplacian_energy(grainy) > laplacian_energy(clean)
+    for name in ("fidelity_gmsd", "fidelity_nlpd"):
+        assert texture_fidelity(name, grainy, clean, 4) > texture_fidelity(name, clean, clean, 4) + 1e-3, name
+    assert texture_fidelity("fidelity_ms_ssim", grainy, clean, 4) < 0.999
+
+
+def test_texture_figure_finds_the_textured_region(tmp_path):
+    from PIL import Image
+
+    from mixq_nncf.report import most_textured_crop, save_texture_grid
+
+    g = torch.Generator().manual_seed(0)
+    fp32 = torch.full((3, 200, 240), 0.5)
+    fp32[:, 120:180, 150:210] = torch.rand(3, 60, 60, generator=g)
+    top, left, size = most_textured_crop(fp32, 64)
+    assert size == 64 and 100 <= top <= 136 and 130 <= left <= 166, (top, left)
+    grainy = (fp32 + 0.05 * torch.randn(fp32.shape, generator=g)).clamp(0, 1)
+    out = save_texture_grid([("fp32", fp32), ("int8", grainy)], tmp_path / "t.png", reference="fp32",
+                            crop=(top, left, size))
+    img = Image.open(out)
+    assert img.width == 2 * 64 + 4 and img.height > 3 * 64
+    import numpy as np
+
+    heat = torch.from_numpy(np.asarray(img.crop((68, img.height - 64, 132, img.height)))).float()
+    same = torch.from_numpy(np.asarray(img.crop((0, img.height - 64, 64, img.height)))).float()
+    assert heat.mean() > same.mean() + 5  # the grainy column's difference map lights up, fp32's stays black
