@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Iterable, Optional
 
-from .config import Config
+from .config import Config, RangeInit
 from .plan import PrecisionPlan
 
 
@@ -32,7 +32,8 @@ def settings_warnings(cfg: Config, plan: Optional[PrecisionPlan], output_layers:
                    "weights (not the output, so export works), but the CPU plugin strips 65536-level FakeQuantize "
                    "and runs it fp32; ignored_scopes gives the same speed with a plainer IR")
     rng = comp.initializer.range
-    if rng.num_init_samples > cfg.data.calibration_samples:
+    # only a num_init_samples someone chose (not the default) makes a smaller calibration set a surprise
+    if rng.num_init_samples != RangeInit().num_init_samples and rng.num_init_samples > cfg.data.calibration_samples:
         out.append(f"calibration set smaller than asked: initializer.range.num_init_samples is "
                    f"{rng.num_init_samples} but data.calibration_samples makes only {cfg.data.calibration_samples} "
                    f"crops; ranges come from {cfg.data.calibration_samples}. Raise data.calibration_samples")

@@ -382,3 +382,7 @@ def test_bitwidth_per_scope_wins_over_scope_overrides(tmp_path):
                 [4, "MSRResNet/NNCFConv2d[conv_hr]/conv2d_0|WEIGHT"]]}}}
     plan = _plan(load_config(_write(tmp_path, _nncf(comp)), MODEL))
     assert plan.layers["conv_hr"] == LayerPrecision(4, 6)
+
+
+def test_default_num_init_samples_does_not_warn_about_a_small_calibration_set(tmp_path):
+    assert not preflight_warnings(_own(tmp_path, {}, {"calibration_samples": 2}))
