@@ -70,8 +70,10 @@ PRECISION_KEYS = ("type", "bits", "bitwidth_per_scope", "compression_ratio", "nu
 PRECISION_TYPES = ("manual", "hawq", "autoq")
 OTHER_ALGORITHMS = ("magnitude_sparsity", "rb_sparsity", "const_sparsity", "filter_pruning", "knowledge_distillation",
                     "binarization", "movement_sparsity", "elasticity", "progressive_shrinking")
-NNCF_ONLY_COMPRESSION = ("quantize_inputs", "quantize_outputs", "target_scopes", "validate_scopes", "params",
-                         "export_to_onnx_standard_ops", "compression_lr_multiplier")
+NNCF_ONLY_COMPRESSION = ("quantize_inputs", "quantize_outputs", "params", "export_to_onnx_standard_ops",
+                         "compression_lr_multiplier")
+# keys only mixq's own compression section has (a full dump of a mixq config has them all)
+MIXQ_ONLY_COMPRESSION = ("stages", "regex_search", "activation_outputs")
 
 
 @dataclass
@@ -93,7 +95,7 @@ def is_nncf_config(data: Any) -> bool:
     if any(k in SAMPLE_SCRIPT_KEYS or k in TOP_IGNORED for k in data):
         return True
     comp = data.get("compression")
-    if not isinstance(comp, dict):
+    if not isinstance(comp, dict) or any(k in comp for k in MIXQ_ONLY_COMPRESSION):
         return False
     if any(k in comp for k in NNCF_ONLY_COMPRESSION):
         return True

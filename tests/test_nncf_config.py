@@ -386,3 +386,11 @@ def test_bitwidth_per_scope_wins_over_scope_overrides(tmp_path):
 
 def test_default_num_init_samples_does_not_warn_about_a_small_calibration_set(tmp_path):
     assert not preflight_warnings(_own(tmp_path, {}, {"calibration_samples": 2}))
+
+
+def test_a_full_dump_of_a_mixq_config_is_not_taken_for_nncf(tmp_path):
+    from mixq_nncf.config import to_dict
+
+    cfg = _own(tmp_path, {"target_scopes": ["{re}body.*"], "validate_scopes": False})
+    path = _write(tmp_path, to_dict(cfg), "dump.json")
+    assert load_config(path) == cfg
