@@ -95,13 +95,16 @@ def export_ir(model: nn.Module, xml_path: str | Path, *, example_input: torch.Te
     rewritten = _compact_16bit_weights(ov_model) if compact_16bit else 0
     if rewritten:
         ov_model.validate_nodes_and_infer_types()
+    from .deploy import deployment_settings, mark_runtime_options, write_ovms_config
+
+    mark_runtime_options(ov_model)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=xml_path.parent))
     try:
         tmp_xml = tmp / xml_path.name
         ov.save_model(ov_model, str(tmp_xml), compress_to_fp16=False)
         sidecar = dict(meta or {})
         sidecar.update({"compact_16bit_weights": rewritten, "dynamic": dynamic,
-                        "openvino": ov.get_version(), "input_shape": shape,
+                        "openvino": ov.get_version(), "input_shape": shape, "deployment": deployment_settings(),
                         "files": {s: file_hash(tmp_xml.with_suffix(s)) for s in (".xml", ".bin")}})
         tmp_xml.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
         # three renames cannot be one atomic step; the sidecar goes last and holds the hashes of the .xml and
@@ -112,6 +115,7 @@ def export_ir(model: nn.Module, xml_path: str | Path, *, example_input: torch.Te
             fault_point(f"export{suffix}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    write_ovms_config(xml_path)
     return xml_path
 
 
