@@ -194,6 +194,7 @@ class QuantizerSpec:
     bits: Any = "int8"
     mode: Optional[str] = None  # symmetric | asymmetric; null = NNCF preset default
     per_channel: Optional[bool] = None
+    signed: Optional[bool] = None  # force signed / unsigned ranges; null = decided by the calibration statistics
 
     def __post_init__(self):
         parse_bits(self.bits, "bits")
@@ -228,13 +229,26 @@ class PrecisionOverride:
         return default
 
 
+RANGE_TYPES = ("mean_min_max", "min_max", "mean_percentile")
+
+
 @dataclass(frozen=True)
 class RangeInit:
+    """How activation ranges are calibrated. Percentiles (0..100) apply to mean_percentile; null keeps NNCF 3.4's
+    MEAN_QUANTILE preset (0.01 / 99.99)."""
     num_init_samples: int = 32
     type: str = "mean_min_max"
+    min_percentile: Optional[float] = None
+    max_percentile: Optional[float] = None
 
     def __post_init__(self):
-        _check_choice(self.type, ("mean_min_max", "min_max", "mean_percentile"), "initializer.range.type")
+        _check_choice(self.type, RANGE_TYPES, "initializer.range.type")
+        if self.num_init_samples < 1:
+            raise ConfigError("initializer.range.num_init_samples: must be >= 1")
+        for name in ("min_percentile", "max_percentile"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 100.0:
+                raise ConfigError(f"initializer.range.{name}: {value} is not a percentile; use 0..100")
 
 
 @dataclass(frozen=True)
@@ -269,7 +283,10 @@ class CompressionSection:
     """Quantization. Precedence for each layer: weights/activations defaults < stages <
     scope_overrides (first matching pattern wins) < ignored_scopes (fp32).
 
-    Scope patterns are module names; a pattern starting with '{re}' is a full-match regex.
+    Scope patterns are module names; a pattern starting with '{re}' is a full-match regex (with regex_search, the
+    NNCF 2.x rule: re.search over the module name and the layer's NNCF 2.x scope name). target_scopes, when set,
+    leaves every layer they do not match fp32. activation_outputs gives the activation bits of every conv that
+    reads a producer op's output (NNCF 2.x '<op scope>|OUTPUT' quantizer ids, '/nncf_model_input_0' = the image).
     """
     algorithm: str = "quantization"
     preset: str = "performance"
@@ -281,6 +298,10 @@ class CompressionSection:
     initializer: Initializer = field(default_factory=Initializer)
     overflow_fix: str = "disable"
     fully_quantized: Optional[FullyQuantizedSection] = None  # FQSR mode: weights/activations defaults come from here
+    target_scopes: list[str] = field(default_factory=list)
+    validate_scopes: bool = True  # a scope pattern that matches no layer is an error
+    regex_search: bool = False
+    activation_outputs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         _check_choice(self.algorithm, ("quantization",), "compression.algorithm")
@@ -292,6 +313,8 @@ class CompressionSection:
         for stage in self.stages:
             if stage not in STAGE_NAMES:
                 raise ConfigError(f"compression.stages: unknown stage '{stage}'; valid stages: {', '.join(STAGE_NAMES)}")
+        for op, bits in self.activation_outputs.items():
+            parse_bits(bits, f"compression.activation_outputs.{op}")
 
 
 @dataclass(frozen=True)
@@ -419,7 +442,8 @@ def deep_merge(base: dict, update: dict) -> dict:
     """Recursive merge; a None in ``update`` replaces (e.g. "compression": null = fp32)."""
     out = copy.deepcopy(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("stages", "scope_overrides"):
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("stages", "scope_overrides",
+                                                                                        "activation_outputs"):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -469,23 +493,89 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return out
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read, override and validate a JSON config file."""
+def strip_json_comments(text: str) -> str:
+    """JSON with // and /* */ comments (NNCF's own configs have them) -> plain JSON. Comment characters inside
+    strings stay; comments become spaces so error line and column numbers still point into the file."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    in_string = False
+    while i < n:
+        c = text[i]
+        if in_string:
+            out.append(c)
+            if c == "\\" and i + 1 < n:
+                out.append(text[i + 1])
+                i += 2
+                continue
+            if c == '"':
+                in_string = False
+            i += 1
+        elif c == '"':
+            in_string = True
+            out.append(c)
+            i += 1
+        elif text.startswith("//", i):
+            end = text.find("\n", i)
+            end = n if end < 0 else end
+            out.append(" " * (end - i))
+            i = end
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            if end < 0:
+                raise ConfigError("unterminated /* comment")
+            out.append("".join(ch if ch == "\n" else " " for ch in text[i:end + 2]))
+            i = end + 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file that may carry // and /* */ comments, with a clear error for bad JSON."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        text = strip_json_comments(path.read_text())
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file; a config is a JSON object (see configs/)") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, notes: list[str] | None = None) -> Config:
+    """Read, override and validate a JSON config file: our own format or an NNCF 2.x quantization config
+    (translated by nncf_config; what it ignored or changed is appended to ``notes``)."""
+    path = Path(path)
+    data = read_json(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the config must be a JSON object {{...}}, got {json.dumps(data)[:40]}; "
                           "start from one of the files in configs/")
+    from .nncf_config import is_nncf_config, load_nncf_config
+
+    if is_nncf_config(data):
+        return load_nncf_config(data, overrides or [], name=path.stem, source=str(path), notes=notes)
     data.pop("$schema", None)
     data.pop("description", None)
-    return parse_config(apply_overrides(data, overrides or []))
+    return parse_config(calibration_follows_init_samples(apply_overrides(data, overrides or [])))
+
+
+def calibration_follows_init_samples(data: dict) -> dict:
+    """A given initializer.range.num_init_samples sets the number of calibration crops unless
+    data.calibration_samples is given too (then a smaller calibration set is warned about before work starts)."""
+    comp = data.get("compression")
+    rng = comp.get("initializer", {}).get("range", {}) if isinstance(comp, dict) and isinstance(
+        comp.get("initializer"), dict) else {}
+    n = rng.get("num_init_samples") if isinstance(rng, dict) else None
+    if isinstance(n, int) and not isinstance(n, bool) and isinstance(data.get("data", {}), dict) \
+            and "calibration_samples" not in data.get("data", {}):
+        data = {**data, "data": {**data.get("data", {}), "calibration_samples": n}}
+    return data
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -517,6 +607,10 @@ def dump_config(cfg: Config, path: str | Path, *, check_unchanged: bool = False,
             old = json.loads(path.read_text())
         except ValueError:
             old = None
+        try:  # fields added since that folder was made count as their defaults
+            old = to_dict(parse_config(old)) if isinstance(old, dict) else old
+        except ConfigError:
+            pass
         changes = config_changes(old, to_dict(cfg), ignore) if isinstance(old, dict) else ["(unreadable config.json)"]
         if changes:
             shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")

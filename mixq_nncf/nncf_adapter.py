@@ -444,3 +444,19 @@ class QuantErrorProbe:
         for h in self._handles:
             h.remove()
         self._handles = []
+
+
+def force_signed(qmodel: nn.Module, *, weights: bool = False, activations: bool = False) -> int:
+    """NNCF 2.x ``signed: true``: symmetric quantizers of the chosen kind take signed levels even where the
+    calibration saw one sign only (the range stays [-scale, scale]). NNCF 3.4's PTQ rejects signedness_to_force
+    against its hardware config, so it is set after quantization; returns how many quantizers changed."""
+    from nncf.torch.quantization.layers import SymmetricQuantizer
+
+    changed = 0
+    for key, q in quantizer_modules(qmodel).items():
+        is_weight = key.startswith("pre_hooks") and key.endswith("__1.0")
+        if (weights if is_weight else activations) and isinstance(q, SymmetricQuantizer) and not q.signed:
+            q.signed = True
+            q._qspec.signedness_to_force = True
+            changed += 1
+    return changed
