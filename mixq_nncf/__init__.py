@@ -6,3 +6,14 @@ import os as _os
 _os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "600")
 
 __version__ = "0.1.0"
+
+__all__ = ["Upscaler"]
+
+
+def __getattr__(name: str):
+    # `from mixq_nncf import Upscaler` works, and importing the package still needs neither OpenVINO nor torch
+    if name == "Upscaler":
+        from .upscale import Upscaler
+
+        return Upscaler
+    raise AttributeError(f"module 'mixq_nncf' has no attribute {name!r}")

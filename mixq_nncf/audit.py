@@ -12,7 +12,7 @@ from pathlib import Path
 INT16_NOTE = ("16-bit layers run as fp32 on the OpenVINO CPU plugin (it removes 65536-level FakeQuantize ops "
               "when compiling), so they cost fp32 time.")
 _OPS = {"Convolution": "conv", "Eltwise": "eltwise", "DepthToSpace": "pixel_shuffle", "Interpolate": "interpolate",
-        "Concatenation": "concat"}
+        "Concatenation": "concat", "Subgraph": "fused_eltwise"}
 
 
 @dataclass
@@ -26,6 +26,18 @@ class RuntimeOp:
 
 
 @dataclass
+class AddInput:
+    """One input of a runtime addition. kind: 'int8' (an i8/u8 tensor), 'int8_grid' (an f32 tensor whose producer
+    applies the input's FakeQuantize as a fused post-op, or a Reorder made from an i8/u8 tensor, so its values lie
+    on the 8-bit grid), 'fp32' (nothing rounded it: an unquantized skip)."""
+    add: str  # the addition's original name, e.g. '__module.body.0/aten::add/Add'
+    where: str  # eltwise | fused_into_conv (the conv adds it as a sum post-op)
+    precision: str
+    kind: str
+    producer: str
+
+
+@dataclass
 class PrecisionAudit:
     conv_int8: int
     conv_fp32: int
@@ -35,6 +47,15 @@ class PrecisionAudit:
     by_type: dict[str, dict[str, int]]
     ops: list[RuntimeOp] = field(default_factory=list)
     note: str = INT16_NOTE
+    # precision changes between ops: 'Reorder u8->f32' -> count (Reorder / Convert nodes)
+    conversions: dict[str, int] = field(default_factory=dict)
+    precision_conversions: int = 0  # Reorder / Convert nodes whose input and output precisions differ
+    add_inputs: list[AddInput] = field(default_factory=list)
+    adds: int = 0  # additions of two tensors at runtime (Eltwise adds + sums fused into convolutions)
+    add_inputs_int8: int = 0
+    add_inputs_int8_grid: int = 0
+    add_inputs_fp32: int = 0
+    add_note: str = ""
 
 
 def _module_name(original: list[str]) -> str:
@@ -74,7 +95,62 @@ def audit_runtime(xml_path: str | Path, input_shape: tuple = (1, 3, 64, 64), con
     for o in ops:
         entry = by_type.setdefault(_OPS[o.layer_type], {})
         entry[o.precision or "?"] = entry.get(o.precision or "?", 0) + 1
-    return PrecisionAudit(len(int8), len(fp32), len(convs) - len(int8) - len(fp32), int8, fp32, by_type, ops)
+    audit = PrecisionAudit(len(int8), len(fp32), len(convs) - len(int8) - len(fp32), int8, fp32, by_type, ops)
+    _audit_adds_and_conversions(compiled.get_runtime_model(), audit)
+    return audit
+
+
+ADD_NOTE = ("Additions: OpenVINO's low-precision transformations keep one input of an Eltwise add in u8/i8 and hand "
+            "it the other as f32 whose values the producing int8 conv already rounded to the 8-bit grid (its "
+            "FakeQuantize runs as a fused post-op); an addition right before a conv is fused into it as a sum "
+            "post-op that reads u8/i8, or f32 converted from u8 by a Reorder when the conv's output is f32.")
+
+
+def _rt(op, key: str) -> str:
+    rt = op.get_rt_info()
+    return str(rt[key].astype(str)) if key in rt else ""
+
+
+def _is_low(precision: str) -> bool:
+    return precision.lower() in ("i8", "u8", "i4", "u4")
+
+
+def _audit_adds_and_conversions(runtime_model, audit: PrecisionAudit) -> None:
+    """Fill the conversion counts and classify every input of every runtime addition."""
+    for op in runtime_model.get_ordered_ops():
+        layer_type = _rt(op, "layerType")
+        if layer_type in ("Reorder", "Convert"):
+            src = op.input(0).get_element_type().get_type_name() if op.get_input_size() else "?"
+            dst = op.get_output_element_type(0).get_type_name()
+            key = f"{layer_type} {src}->{dst}"
+            audit.conversions[key] = audit.conversions.get(key, 0) + 1
+            audit.precision_conversions += src != dst
+            continue
+        names = [n for n in _rt(op, "originalLayersNames").split(",") if n]
+        add_names = [n for n in names if re.search(r"aten::add/Add", n)]
+        if not add_names:
+            continue
+        if layer_type == "Eltwise" and names[0] in add_names:
+            where, ports = "eltwise", range(op.get_input_size())
+        elif layer_type == "Convolution" and op.get_input_size() > 3:
+            where, ports = "fused_into_conv", range(3, op.get_input_size())
+        else:
+            continue  # e.g. a constant added into a conv's bias
+        audit.adds += 1
+        for port in ports:
+            precision = op.input(port).get_element_type().get_type_name()
+            producer = op.input(port).get_source_output().get_node()
+            from_low = False
+            while _rt(producer, "layerType") == "Reorder" and producer.get_input_size():
+                from_low = from_low or _is_low(producer.input(0).get_element_type().get_type_name())
+                producer = producer.input(0).get_source_output().get_node()
+            fused_fq = any("FakeQuantize" in n for n in _rt(producer, "originalLayersNames").split(","))
+            kind = "int8" if _is_low(precision) else ("int8_grid" if fused_fq or from_low else "fp32")
+            audit.add_inputs.append(AddInput(add_names[0], where, precision, kind, producer.get_friendly_name()))
+    audit.add_inputs_int8 = sum(a.kind == "int8" for a in audit.add_inputs)
+    audit.add_inputs_int8_grid = sum(a.kind == "int8_grid" for a in audit.add_inputs)
+    audit.add_inputs_fp32 = sum(a.kind == "fp32" for a in audit.add_inputs)
+    audit.add_note = ADD_NOTE if audit.adds else ""
 
 
 def audit_markdown(audit: PrecisionAudit) -> str:
@@ -86,7 +162,13 @@ def audit_markdown(audit: PrecisionAudit) -> str:
     lines += ["| op | " + " | ".join(["precision: count"]) + " |", "|---|---|"]
     for kind, counts in audit.by_type.items():
         lines.append(f"| {kind} | " + ", ".join(f"{p}: {n}" for p, n in counts.items()) + " |")
-    lines += ["", audit.note]
+    if audit.adds:
+        lines += ["", f"Additions at runtime: {audit.adds}; their inputs: {audit.add_inputs_int8} int8, "
+                  f"{audit.add_inputs_int8_grid} f32 on the 8-bit grid, {audit.add_inputs_fp32} fp32."]
+    if audit.conversions:
+        lines += ["", f"Precision conversions (Reorder/Convert between precisions): {audit.precision_conversions} "
+                  "(" + ", ".join(f"{k}: {n}" for k, n in sorted(audit.conversions.items())) + ")."]
+    lines += ["", audit.note] + ([audit.add_note] if audit.add_note else [])
     return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ class Target:
     kind: str  # openvino | torch
     path: Optional[Path] = None
     model: object = None
+    precision: str = "f32"  # OpenVINO inference precision hint; "default" = the plugin's own (bf16 on BF16 CPUs)
 
 
 @dataclass
@@ -124,16 +125,29 @@ def ir_gmac(xml_path: str | Path, input_shape: tuple) -> float:
     return macs / 1e9
 
 
-def _ov_runner(path: Path, shape: tuple, threads: int, streams: int):
+def _ov_runner(path: Path, shape: tuple, threads: int, streams: int, precision: str = "f32"):
     from .export import compile_ir
 
     config = {"PERFORMANCE_HINT": "LATENCY"}
     if threads > 0:
         config = {"PERFORMANCE_HINT": "NONE", "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": streams}
-    compiled = compile_ir(path, shape=shape, config=config)
+    if precision == "default":
+        compiled = _compile_default_precision(path, shape, config)
+    else:
+        compiled = compile_ir(path, shape=shape, config={**config, "INFERENCE_PRECISION_HINT": precision})
     request = compiled.create_infer_request()
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     return lambda: request.infer({0: x}), compiled
+
+
+def _compile_default_precision(path: Path, shape: tuple, config: dict):
+    """Compiled as a plain OpenVINO user would: no inference precision hint."""
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(path))
+    model.reshape({model.input(0).get_any_name(): ov.PartialShape(list(shape))})
+    return core.compile_model(model, "CPU", config)
 
 
 def _torch_runner(model, shape: tuple, threads: int):
@@ -176,7 +190,7 @@ def benchmark(targets: list[Target], *, input_size: tuple = (64, 64), threads: i
     gmac: dict[str, Optional[float]] = {}
     for t in targets:
         if t.kind == "openvino":
-            runners[t.name], compiled[t.name] = _ov_runner(Path(t.path), shape, threads, streams)
+            runners[t.name], compiled[t.name] = _ov_runner(Path(t.path), shape, threads, streams, t.precision)
             gmac[t.name] = ir_gmac(t.path, shape)
         elif t.kind == "torch":
             runners[t.name] = _torch_runner(t.model, shape, threads)

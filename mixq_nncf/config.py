@@ -194,6 +194,7 @@ class QuantizerSpec:
     bits: Any = "int8"
     mode: Optional[str] = None  # symmetric | asymmetric; null = NNCF preset default
     per_channel: Optional[bool] = None
+    signed: Optional[bool] = None  # force signed / unsigned ranges; null = decided by the calibration statistics
 
     def __post_init__(self):
         parse_bits(self.bits, "bits")
@@ -228,13 +229,26 @@ class PrecisionOverride:
         return default
 
 
+RANGE_TYPES = ("mean_min_max", "min_max", "mean_percentile")
+
+
 @dataclass(frozen=True)
 class RangeInit:
+    """How activation ranges are calibrated. Percentiles (0..100) apply to mean_percentile; null keeps NNCF 3.4's
+    MEAN_QUANTILE preset (0.01 / 99.99)."""
     num_init_samples: int = 32
     type: str = "mean_min_max"
+    min_percentile: Optional[float] = None
+    max_percentile: Optional[float] = None
 
     def __post_init__(self):
-        _check_choice(self.type, ("mean_min_max", "min_max", "mean_percentile"), "initializer.range.type")
+        _check_choice(self.type, RANGE_TYPES, "initializer.range.type")
+        if self.num_init_samples < 1:
+            raise ConfigError("initializer.range.num_init_samples: must be >= 1")
+        for name in ("min_percentile", "max_percentile"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 100.0:
+                raise ConfigError(f"initializer.range.{name}: {value} is not a percentile; use 0..100")
 
 
 @dataclass(frozen=True)
@@ -244,11 +258,35 @@ class Initializer:
 
 
 @dataclass(frozen=True)
+class FullyQuantizedSection:
+    """Fully quantized mode (FQSR): every convolution, first and last included, and every input of a residual or
+    long-skip addition is quantized; nothing stays fp32 between layers. Bits per tensor kind: conv weights,
+    conv input activations, and the inputs of additions (skips, model-output paths). A quantizer that feeds both
+    a conv and an addition takes the larger of the two widths. Stages / scope_overrides still apply on top of
+    these defaults, but no layer may be fp32."""
+    weights: Any = "int8"
+    activations: Any = "int8"
+    skips: Any = "int8"
+
+    def __post_init__(self):
+        for name in ("weights", "activations", "skips"):
+            if parse_bits(getattr(self, name), f"compression.fully_quantized.{name}") is None:
+                raise ConfigError(f"compression.fully_quantized.{name}: fp32 contradicts the fully quantized mode; "
+                                  "use a bit width (e.g. 'int8', 'int4') or drop the fully_quantized section")
+
+    def bits(self) -> tuple[int, int, int]:
+        return tuple(parse_bits(getattr(self, n), n) for n in ("weights", "activations", "skips"))
+
+
+@dataclass(frozen=True)
 class CompressionSection:
     """Quantization. Precedence for each layer: weights/activations defaults < stages <
     scope_overrides (first matching pattern wins) < ignored_scopes (fp32).
 
-    Scope patterns are module names; a pattern starting with '{re}' is a full-match regex.
+    Scope patterns are module names; a pattern starting with '{re}' is a full-match regex (with regex_search, the
+    NNCF 2.x rule: re.search over the module name and the layer's NNCF 2.x scope name). target_scopes, when set,
+    leaves every layer they do not match fp32. activation_outputs gives the activation bits of every conv that
+    reads a producer op's output (NNCF 2.x '<op scope>|OUTPUT' quantizer ids, '/nncf_model_input_0' = the image).
     """
     algorithm: str = "quantization"
     preset: str = "performance"
@@ -259,14 +297,24 @@ class CompressionSection:
     ignored_scopes: list[str] = field(default_factory=list)
     initializer: Initializer = field(default_factory=Initializer)
     overflow_fix: str = "disable"
+    fully_quantized: Optional[FullyQuantizedSection] = None  # FQSR mode: weights/activations defaults come from here
+    target_scopes: list[str] = field(default_factory=list)
+    validate_scopes: bool = True  # a scope pattern that matches no layer is an error
+    regex_search: bool = False
+    activation_outputs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         _check_choice(self.algorithm, ("quantization",), "compression.algorithm")
+        if self.fully_quantized is not None and self.ignored_scopes:
+            raise ConfigError("compression.ignored_scopes: the fully quantized mode leaves no layer fp32; remove "
+                              "ignored_scopes or the fully_quantized section")
         _check_choice(self.preset, ("performance", "mixed"), "compression.preset")
         _check_choice(self.overflow_fix, ("disable", "enable", "first_layer_only"), "compression.overflow_fix")
         for stage in self.stages:
             if stage not in STAGE_NAMES:
                 raise ConfigError(f"compression.stages: unknown stage '{stage}'; valid stages: {', '.join(STAGE_NAMES)}")
+        for op, bits in self.activation_outputs.items():
+            parse_bits(bits, f"compression.activation_outputs.{op}")
 
 
 @dataclass(frozen=True)
@@ -287,6 +335,9 @@ class TrainingSection:
     distill_weight: float = 0.0  # L1 to the fp32 teacher's output on the same LR input
     distill_only: bool = False  # train on teacher outputs only (no GT, no GAN): the offline default
     ema_decay: float = 0.0  # 0 disables generator EMA; BasicSR uses 0.999
+    # FQSR's quantization-aware calibration loss: weight of mean |q(x) - x| over every enabled quantizer's input
+    # (weights and activations), which trains the quantizer intervals toward low rounding + clipping error
+    quant_error_weight: float = 0.0
     vgg_weights: Optional[str] = None
     discriminator_weights: Optional[str] = None  # start D from a BasicSR net_d file instead of from scratch
     checkpoint_every: int = 500
@@ -312,9 +363,14 @@ class TrainingSection:
             raise ConfigError("training.adv_warmup_steps: must be >= 0")
         if self.iterations < 0:
             raise ConfigError("training.iterations: must be >= 0")
-        weights = (self.pixel_weight, self.perceptual_weight, self.gan_weight, self.distill_weight)
+        if self.quant_error_weight < 0:
+            raise ConfigError("training.quant_error_weight: must be >= 0 (0 turns the calibration loss off)")
+        weights = (self.pixel_weight, self.perceptual_weight, self.gan_weight, self.distill_weight,
+                   self.adv_distill_weight, self.feature_distill_weight, self.gradient_weight, self.fft_weight,
+                   self.quant_error_weight)
         if self.iterations > 0 and not self.distill_only and not any(w > 0 for w in weights):
-            raise ConfigError("training: pixel_weight, perceptual_weight, gan_weight and distill_weight are all 0, so "
+            raise ConfigError("training: every loss weight (pixel, perceptual, gan, distill, adv_distill, "
+                              "feature_distill, gradient, fft, quant_error) is 0, so "
                               "training would not change the model; set one above 0 (e.g. training.distill_weight=1 "
                               "to distil the fp32 model) or training.iterations to 0")
 
@@ -327,6 +383,13 @@ class ExportSection:
     parity_tolerance_db: float = 0.2  # how far the IR's fidelity may fall below the torch model's
     parity_max_gain_db: float = 1.0  # how far it may rise above (rounding differences; more means another model)
     fp32_tolerance: float = 1e-4
+    # 4-bit weights: OpenVINO stores them as i4 but runs such convs fp32; "int8_kernels" widens the i4 constants
+    # to i8 inside the IR (a Convert folded at compile time), so the .bin keeps i4 and the convs run int8.
+    # "as_converted" leaves ov.convert_model's graph as it is.
+    int4_weights: str = "int8_kernels"
+
+    def __post_init__(self):
+        _check_choice(self.int4_weights, ("int8_kernels", "as_converted"), "export.int4_weights")
 
 
 @dataclass(frozen=True)
@@ -379,7 +442,8 @@ def deep_merge(base: dict, update: dict) -> dict:
     """Recursive merge; a None in ``update`` replaces (e.g. "compression": null = fp32)."""
     out = copy.deepcopy(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("stages", "scope_overrides"):
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("stages", "scope_overrides",
+                                                                                        "activation_outputs"):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -429,23 +493,89 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return out
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read, override and validate a JSON config file."""
+def strip_json_comments(text: str) -> str:
+    """JSON with // and /* */ comments (NNCF's own configs have them) -> plain JSON. Comment characters inside
+    strings stay; comments become spaces so error line and column numbers still point into the file."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    in_string = False
+    while i < n:
+        c = text[i]
+        if in_string:
+            out.append(c)
+            if c == "\\" and i + 1 < n:
+                out.append(text[i + 1])
+                i += 2
+                continue
+            if c == '"':
+                in_string = False
+            i += 1
+        elif c == '"':
+            in_string = True
+            out.append(c)
+            i += 1
+        elif text.startswith("//", i):
+            end = text.find("\n", i)
+            end = n if end < 0 else end
+            out.append(" " * (end - i))
+            i = end
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            if end < 0:
+                raise ConfigError("unterminated /* comment")
+            out.append("".join(ch if ch == "\n" else " " for ch in text[i:end + 2]))
+            i = end + 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file that may carry // and /* */ comments, with a clear error for bad JSON."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        text = strip_json_comments(path.read_text())
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file; a config is a JSON object (see configs/)") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, notes: list[str] | None = None) -> Config:
+    """Read, override and validate a JSON config file: our own format or an NNCF 2.x quantization config
+    (translated by nncf_config; what it ignored or changed is appended to ``notes``)."""
+    path = Path(path)
+    data = read_json(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the config must be a JSON object {{...}}, got {json.dumps(data)[:40]}; "
                           "start from one of the files in configs/")
+    from .nncf_config import is_nncf_config, load_nncf_config
+
+    if is_nncf_config(data):
+        return load_nncf_config(data, overrides or [], name=path.stem, source=str(path), notes=notes)
     data.pop("$schema", None)
     data.pop("description", None)
-    return parse_config(apply_overrides(data, overrides or []))
+    return parse_config(calibration_follows_init_samples(apply_overrides(data, overrides or [])))
+
+
+def calibration_follows_init_samples(data: dict) -> dict:
+    """A given initializer.range.num_init_samples sets the number of calibration crops unless
+    data.calibration_samples is given too (then a smaller calibration set is warned about before work starts)."""
+    comp = data.get("compression")
+    rng = comp.get("initializer", {}).get("range", {}) if isinstance(comp, dict) and isinstance(
+        comp.get("initializer"), dict) else {}
+    n = rng.get("num_init_samples") if isinstance(rng, dict) else None
+    if isinstance(n, int) and not isinstance(n, bool) and isinstance(data.get("data", {}), dict) \
+            and "calibration_samples" not in data.get("data", {}):
+        data = {**data, "data": {**data.get("data", {}), "calibration_samples": n}}
+    return data
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -477,6 +607,10 @@ def dump_config(cfg: Config, path: str | Path, *, check_unchanged: bool = False,
             old = json.loads(path.read_text())
         except ValueError:
             old = None
+        try:  # fields added since that folder was made count as their defaults
+            old = to_dict(parse_config(old)) if isinstance(old, dict) else old
+        except ConfigError:
+            pass
         changes = config_changes(old, to_dict(cfg), ignore) if isinstance(old, dict) else ["(unreadable config.json)"]
         if changes:
             shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")

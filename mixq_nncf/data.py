@@ -27,28 +27,17 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import DataError
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+from .imageio import IMAGE_EXTENSIONS  # noqa: F401  (re-exported)
 
 
 # ----------------------------------------------------------------------------------------------
 # image I/O
 
 def load_image(path: str | Path) -> torch.Tensor:
-    """(3, H, W) float32 RGB in [0, 1]."""
-    from PIL import Image, UnidentifiedImageError
+    """(3, H, W) float32 RGB in [0, 1]: 16-bit files keep their depth, grayscale is repeated, alpha dropped."""
+    from .imageio import read_image
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"image not found: {path}")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            rgb = img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}. Replace or remove the file.") from None
-    arr = np.asarray(rgb, dtype=np.float32) / 255.0
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(read_image(path).rgb.copy()).permute(2, 0, 1).contiguous()
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:

@@ -62,6 +62,29 @@ def _compact_16bit_weights(model) -> int:
     return rewritten
 
 
+def _int4_weights_on_int8_kernels(model) -> int:
+    """Insert Convert(i4 -> i8) after every i4 (u4 -> u8) weight constant; returns how many.
+
+    ov.convert_model stores 4-bit FakeQuantize'd weights as i4 constants, and the CPU plugin then runs those convs
+    in fp32 (there is no int4 convolution kernel). 4-bit values are exact on the 8-bit grid with the same scale:
+    with the Convert the plugin folds the constant to i8 at compile time and runs the conv on its int8 kernels,
+    while the IR's .bin keeps the 4-bit bytes."""
+    ov = _ov()
+    import openvino.opset13 as ops
+
+    wider = {ov.Type.i4: ov.Type.i8, ov.Type.u4: ov.Type.u8}
+    rewritten = 0
+    for node in model.get_ordered_ops():
+        if node.get_type_name() != "Constant" or node.get_output_element_type(0) not in wider:
+            continue
+        targets = list(node.output(0).get_target_inputs())
+        widened = ops.convert(node, wider[node.get_output_element_type(0)])
+        for target in targets:
+            target.replace_source_output(widened.output(0))
+        rewritten += 1
+    return rewritten
+
+
 def _traced(model: nn.Module, example_input: torch.Tensor):
     """The model traced once, without torch.jit's check_trace re-run.
 
@@ -78,7 +101,7 @@ def _traced(model: nn.Module, example_input: torch.Tensor):
 
 
 def export_ir(model: nn.Module, xml_path: str | Path, *, example_input: torch.Tensor, dynamic: bool = True,
-              compact_16bit: bool = True, meta: Optional[dict] = None) -> Path:
+              compact_16bit: bool = True, meta: Optional[dict] = None, int4_weights: str = "int8_kernels") -> Path:
     """Convert a (quantized or fp32) torch model to an IR; .xml, .bin and the sidecar .json appear atomically."""
     ov = _ov()
     xml_path = Path(xml_path)
@@ -93,15 +116,20 @@ def export_ir(model: nn.Module, xml_path: str | Path, *, example_input: torch.Te
         ov_model = ov.convert_model(_traced(model, example_input), example_input=example_input,
                                     input=[ov.PartialShape(shape)])
     rewritten = _compact_16bit_weights(ov_model) if compact_16bit else 0
-    if rewritten:
+    widened = _int4_weights_on_int8_kernels(ov_model) if int4_weights == "int8_kernels" else 0
+    if rewritten or widened:
         ov_model.validate_nodes_and_infer_types()
+    from .deploy import deployment_settings, mark_runtime_options, write_ovms_config
+
+    mark_runtime_options(ov_model)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=xml_path.parent))
     try:
         tmp_xml = tmp / xml_path.name
         ov.save_model(ov_model, str(tmp_xml), compress_to_fp16=False)
         sidecar = dict(meta or {})
-        sidecar.update({"compact_16bit_weights": rewritten, "dynamic": dynamic,
-                        "openvino": ov.get_version(), "input_shape": shape,
+        sidecar.update({"compact_16bit_weights": rewritten, "int4_weights_on_int8_kernels": widened,
+                        "dynamic": dynamic, "openvino": ov.get_version(), "input_shape": shape,
+                        "deployment": deployment_settings(),
                         "files": {s: file_hash(tmp_xml.with_suffix(s)) for s in (".xml", ".bin")}})
         tmp_xml.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
         # three renames cannot be one atomic step; the sidecar goes last and holds the hashes of the .xml and
@@ -112,6 +140,7 @@ def export_ir(model: nn.Module, xml_path: str | Path, *, example_input: torch.Te
             fault_point(f"export{suffix}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    write_ovms_config(xml_path)
     return xml_path
 
 

@@ -199,6 +199,8 @@ def apply_plan(qmodel: nn.Module, plan: PrecisionPlan, *, example: torch.Tensor 
                                  f"and stays {bits_name(bits)}")
         if q.num_bits != bits:
             set_bits(q, bits)
+    if plan.adds:
+        apply_skip_bits(qmodel, plan, sites)
     lo, hi = input_range or plan.input_range
     inputs = [modules[k] for k, site in sites.items() if site.is_model_input]
     if inputs:
@@ -311,3 +313,150 @@ def input_range_problems(qmodel: nn.Module, lo: float = 0.0, hi: float = 1.0,
                             f"{st.range_high:.4g}] but images in [{lo}, {hi}] reach [{need_lo:.4g}, {need_hi:.4g}]; "
                             "re-quantize with mixq (it pins this range) or fix input_info.range")
     return problems
+
+
+# ----------------------------------------------------------------------------------------------
+# fully quantized mode (FQSR): quantizers on the inputs of additions, concatenations and the upsampling path
+
+_ADD_OPS = {"add", "__add__", "__iadd__", "add_", "__radd__", "sub", "__sub__", "__rsub__"}
+_DATA_MOVE_OPS = {"cat", "interpolate", "pixel_shuffle"}
+
+
+@dataclass(frozen=True)
+class TensorInput:
+    """One tensor input of an addition / concat / upsampling op and the quantizer right before it (None: fp32)."""
+    op: str  # NNCF graph node, e.g. 'body/0/add/0'
+    op_type: str
+    port: int
+    producer: str
+    quantizer: Optional[str]  # canonical hook key
+
+
+def skip_inputs(qmodel: nn.Module, example: torch.Tensor | None = None) -> list[TensorInput]:
+    """Every tensor input of an addition of two tensors (residual, long skip, output skip) and of every concat,
+    interpolate and pixel_shuffle, with the quantizer feeding it. Additions of a constant (EDSR's mean shift,
+    RRDBNet's 0.2 residual scaling as a mul) are affine maps, not skips, and are left out."""
+    from nncf.torch.function_hook.nncf_graph.nncf_graph_builder import build_nncf_graph
+
+    graph = build_nncf_graph(qmodel, example if example is not None else example_input())
+    modules = quantizer_modules(qmodel)
+    canonical = _canonical_keys(modules)
+    keys = list(modules)
+    out = []
+    for node in graph.get_all_nodes():
+        if node.node_type not in _ADD_OPS | _DATA_MOVE_OPS:
+            continue
+        edges = [e for e in graph.get_input_edges(node) if e.from_node.node_type != "nncf_model_const"]
+        if node.node_type in _ADD_OPS and len(edges) < 2:
+            continue
+        for e in sorted(edges, key=lambda e: e.input_port_id):
+            src = e.from_node
+            key = _node_to_key(src.node_name, keys) if src.node_type.endswith("quantize") else None
+            out.append(TensorInput(node.node_name, node.node_type, e.input_port_id, src.node_name,
+                                   canonical[key] if key else None))
+    return out
+
+
+def plan_with_skips(qmodel: nn.Module, plan: PrecisionPlan, bits: int,
+                    example: torch.Tensor | None = None) -> PrecisionPlan:
+    """The plan with ``adds`` naming every addition of two tensors at ``bits`` (their input quantizers are then set
+    by apply_plan). Raises when an input of an addition, concat or upsampling op has no quantizer: the fully
+    quantized mode promises that none stays fp32.
+
+    NNCF 3.4's CPU hardware config already puts quantizers on both inputs of every tensor addition, on concat
+    inputs (one shared scale) and before interpolate / pixel_shuffle, so this finds them rather than adding any."""
+    from dataclasses import replace
+
+    from .errors import MixqError
+
+    inputs = skip_inputs(qmodel, example)
+    missing = [f"{t.op} input {t.port} (from {t.producer})" for t in inputs if t.quantizer is None]
+    if missing:
+        raise MixqError(f"fully quantized mode: {len(missing)} skip/upsampling inputs have no quantizer, e.g. "
+                        f"{missing[0]}; NNCF did not place one there (check compression.preset and that no scope is "
+                        "ignored)")
+    adds = {t.op: bits for t in inputs if t.op_type in _ADD_OPS}
+    return replace(plan, adds=adds)
+
+
+def apply_skip_bits(qmodel: nn.Module, plan: PrecisionPlan, sites: dict[str, QuantizerSite]) -> list[str]:
+    """Set the quantizers feeding the additions in ``plan.adds``: each takes the larger of the addition's bits and
+    the bits its conv consumers ask for (a quantizer shared by a conv and a skip serves both). Returns the keys."""
+    modules = quantizer_modules(qmodel)
+    changed = []
+    for key, site in sites.items():
+        wants = [plan.adds[op] for op in site.ops if op in plan.adds and plan.adds[op] is not None]
+        if not wants:
+            continue
+        layer_bits = [b for b in ((plan.layers[l].weight_bits if site.kind == "weight" else plan.layers[l].act_bits)
+                                  for l in site.layers if l in plan.layers) if b is not None]
+        bits = max(wants + layer_bits)
+        q = modules[key]
+        if not q.is_enabled_quantization():
+            q.enable_quantization()
+        if q.num_bits != bits:
+            set_bits(q, bits)
+        changed.append(key)
+    return changed
+
+
+def interval_parameters(qmodel: nn.Module) -> dict[str, nn.Parameter]:
+    """The quantizer intervals QAT learns: NNCF stores a symmetric quantizer's scale and an asymmetric one's
+    input_low / input_range as nn.Parameters (requires_grad=True) whose gradients come from NNCF's fake-quantize
+    backward (LSQ-style, straight-through inside the range); model.parameters() includes them, so the
+    training optimizer updates them with the weights."""
+    out = {}
+    for key, q in quantizer_modules(qmodel).items():
+        for name, p in q.named_parameters(recurse=False):
+            if p.requires_grad and p.dtype.is_floating_point:
+                out[f"{key}.{name}"] = p
+    return out
+
+
+class QuantErrorProbe:
+    """FQSR's quantization-aware calibration term: forward hooks on every enabled quantizer record
+    mean |q(x) - x| of its input; ``take()`` returns their mean since the last call (a differentiable tensor).
+
+    Gradients reach the intervals through NNCF's fake-quantize backward, so minimizing this term alone moves the
+    scales toward the rounding / clipping trade-off of each tensor."""
+
+    def __init__(self, qmodel: nn.Module):
+        self._errors: list[torch.Tensor] = []
+        self._handles = []
+        seen: set[int] = set()
+        for q in quantizer_modules(qmodel).values():
+            if id(q) in seen:
+                continue
+            seen.add(id(q))
+            self._handles.append(q.register_forward_hook(self._hook))
+
+    def _hook(self, module, args, output):
+        if module.is_enabled_quantization() and torch.is_tensor(output) and output.is_floating_point():
+            self._errors.append((output - args[0]).abs().mean())
+
+    def take(self) -> torch.Tensor:
+        errors, self._errors = self._errors, []
+        if not errors:
+            return torch.zeros(())
+        return torch.stack(errors).mean()
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+def force_signed(qmodel: nn.Module, *, weights: bool = False, activations: bool = False) -> int:
+    """NNCF 2.x ``signed: true``: symmetric quantizers of the chosen kind take signed levels even where the
+    calibration saw one sign only (the range stays [-scale, scale]). NNCF 3.4's PTQ rejects signedness_to_force
+    against its hardware config, so it is set after quantization; returns how many quantizers changed."""
+    from nncf.torch.quantization.layers import SymmetricQuantizer
+
+    changed = 0
+    for key, q in quantizer_modules(qmodel).items():
+        is_weight = key.startswith("pre_hooks") and key.endswith("__1.0")
+        if (weights if is_weight else activations) and isinstance(q, SymmetricQuantizer) and not q.signed:
+            q.signed = True
+            q._qspec.signedness_to_force = True
+            changed += 1
+    return changed

@@ -46,6 +46,8 @@ def recipe_of(cfg: Config, plan: Any | None) -> str:
     main = max(counts, key=counts.get)
     rest = ", ".join(f"{k} x{n}" for k, n in counts.items() if k != main)
     kind = "QAT" if cfg.training.iterations > 0 else "PTQ"
+    if cfg.compression.fully_quantized is not None:
+        kind += f" fully quantized (skips int{cfg.compression.fully_quantized.bits()[2]})"
     return f"{kind} {main}" + (f" + {rest}" if rest else "")
 
 
@@ -56,6 +58,7 @@ def _ptq_key(cfg: Config, plan: Any) -> str:
         comp.pop(k, None)
     comp["weights"].pop("bits", None)
     comp["activations"].pop("bits", None)
+    comp.pop("fully_quantized", None)  # bit widths only: the same calibration serves it
     fp32_layers = sorted(n for n, p in plan.layers.items() if p.weight_bits is None and p.act_bits is None)
     blob = json.dumps({"model": to_dict(cfg.model), "data": to_dict(cfg.data), "input": to_dict(cfg.input_info),
                        "compression": comp, "fp32": fp32_layers}, sort_keys=True)
@@ -192,7 +195,7 @@ def _quantized_model(cfg: Config, fp32, folder: Path, cache: Path, calibration: 
     from .nncf_adapter import apply_plan
     from .plan import as_int8, resolve_plan
     from .qcheckpoint import load_quantized, save_quantized
-    from .quantize import quantize
+    from .quantize import complete_plan, quantize
 
     ckpt = folder / "quantized.pt"
     key = content_key(to_dict(cfg.model), _weights_key(cfg), to_dict(cfg.data), to_dict(cfg.input_info),
@@ -220,6 +223,7 @@ def _quantized_model(cfg: Config, fp32, folder: Path, cache: Path, calibration: 
         model = quantize(fp32, int8_plan, calibration(), compression=cfg.compression, input_range=input_range)
         save_quantized(model, base_ckpt, arch=cfg.model.arch, args=cfg.model.args, plan=int8_plan,
                        meta={"calibration_s": time.perf_counter() - t0})
+    plan = complete_plan(model, plan, cfg.compression)
     conflicts = apply_plan(model, plan, input_range=input_range).conflicts
     save_quantized(model, ckpt, arch=cfg.model.arch, args=cfg.model.args, plan=plan,
                    meta={"variant": cfg.name, "weights": cfg.model.weights, "key": key, "conflicts": conflicts})
@@ -301,7 +305,7 @@ def _export(cfg: Config, model, probe_ref: CachedOutputs, folder: Path, probe: l
         meta = {"arch": cfg.model.arch, "args": cfg.model.args, "weights": cfg.model.weights, "variant": cfg.name,
                 "source_key": key}
         export_ir(model, xml, example_input=probe[0], dynamic=cfg.export.dynamic_shape,
-                  compact_16bit=cfg.export.compact_16bit, meta=meta)
+                  compact_16bit=cfg.export.compact_16bit, meta=meta, int4_weights=cfg.export.int4_weights)
 
     def _parity() -> dict:
         images = [p for p in probe[: max(1, cfg.export.parity_images)]]

@@ -81,22 +81,30 @@ class PrecisionPlan:
                                                              p.act_bits and p.act_bits <= 8)]
 
 
-def match_scope(pattern: str, layers: Iterable[str]) -> list[str]:
-    """'{re}<regex>' full-matches module names; a plain name matches exactly or as a dotted prefix."""
+def match_scope(pattern: str, layers: Iterable[str], *, search: bool = False,
+                aliases: dict[str, str] | None = None) -> list[str]:
+    """'{re}<regex>' full-matches module names; a plain name matches exactly or as a dotted prefix.
+
+    With ``search`` (NNCF 2.x semantics) a regex matches anywhere (re.search) in the module name or in the
+    layer's alias (its NNCF 2.x scope name, e.g. 'MSRResNet/NNCFConv2d[conv_first]/conv2d_0')."""
     layers = list(layers)
+    aliases = aliases or {}
     if pattern.startswith("{re}"):
         try:
             rx = re.compile(pattern[4:])
         except re.error as exc:
             raise ScopeError(f"scope '{pattern}': invalid regular expression ({exc})") from None
+        if search:
+            return [n for n in layers if rx.search(n) or (n in aliases and rx.search(aliases[n]))]
         return [n for n in layers if rx.fullmatch(n)]
-    return [n for n in layers if n == pattern or n.startswith(pattern + ".")]
+    return [n for n in layers if n == pattern or n.startswith(pattern + ".") or aliases.get(n) == pattern]
 
 
-def matched(pattern: str, layers: list[str], where: str) -> list[str]:
+def matched(pattern: str, layers: list[str], where: str, *, search: bool = False,
+            aliases: dict[str, str] | None = None, validate: bool = True) -> list[str]:
     """match_scope, but a pattern that matches nothing is an error naming the layers there are."""
-    hits = match_scope(pattern, layers)
-    if not hits:
+    hits = match_scope(pattern, layers, search=search, aliases=aliases)
+    if not hits and validate:
         sample = ", ".join(layers[:6] + (["..."] if len(layers) > 6 else []))
         raise ScopeError(f"{where} '{pattern}' matches no layer of this model. Layers are module names such as: "
                          f"{sample}. Use an exact name, a dotted prefix ('body.0'), or '{{re}}' + a regex "
@@ -106,11 +114,21 @@ def matched(pattern: str, layers: list[str], where: str) -> list[str]:
 
 def resolve_plan(model: nn.Module, compression: CompressionSection,
                  input_range: tuple[float, float] = (0.0, 1.0)) -> PrecisionPlan:
-    """Defaults < stages < scope_overrides (first matching pattern wins) < ignored_scopes (fp32)."""
+    """Defaults < stages < scope_overrides (first matching pattern wins) < activation_outputs < target_scopes
+    (others fp32) < ignored_scopes (fp32)."""
     stages = layer_stages(model)
     layers = conv_layers(model)
+    trace = None
+    if compression.regex_search or compression.activation_outputs:
+        from .scopes import trace_scopes
+
+        trace = trace_scopes(model)
+    opts = {"search": compression.regex_search, "aliases": trace.layer_scopes if trace else None,
+            "validate": compression.validate_scopes}
     w_default = parse_bits(compression.weights.bits, "compression.weights.bits")
     a_default = parse_bits(compression.activations.bits, "compression.activations.bits")
+    if compression.fully_quantized is not None:
+        w_default, a_default, _ = compression.fully_quantized.bits()
     plan = {n: LayerPrecision(w_default, a_default) for n in layers}
     for stage, override in compression.stages.items():
         for n in layers:
@@ -119,16 +137,53 @@ def resolve_plan(model: nn.Module, compression: CompressionSection,
                                          override.activation_bits(plan[n].act_bits))
     claimed: set[str] = set()
     for pattern, override in compression.scope_overrides.items():
-        for n in matched(pattern, layers, "compression.scope_overrides pattern"):
+        for n in matched(pattern, layers, "compression.scope_overrides pattern", **opts):
             if n in claimed:
                 continue
             claimed.add(n)
             plan[n] = LayerPrecision(override.weight_bits(plan[n].weight_bits),
                                      override.activation_bits(plan[n].act_bits))
+    if compression.activation_outputs:
+        for n, act_bits in _output_bits(compression.activation_outputs, trace).items():
+            plan[n] = LayerPrecision(plan[n].weight_bits, act_bits)
+    if compression.target_scopes:
+        targeted = {n for pattern in compression.target_scopes
+                    for n in matched(pattern, layers, "compression.target_scopes pattern", **opts)}
+        for n in layers:
+            if n not in targeted:
+                plan[n] = LayerPrecision(None, None)
     for pattern in compression.ignored_scopes:
-        for n in matched(pattern, layers, "compression.ignored_scopes pattern"):
+        for n in matched(pattern, layers, "compression.ignored_scopes pattern", **opts):
             plan[n] = LayerPrecision(None, None)
+    if compression.fully_quantized is not None:
+        left = [n for n, p in plan.items() if p.weight_bits is None or p.act_bits is None]
+        if left:
+            raise ConfigError(f"compression.fully_quantized: layer {left[0]} is set to fp32 by stages or "
+                              "scope_overrides; the fully quantized mode leaves no layer fp32")
     return PrecisionPlan(layers=plan, stage_of=stages, input_range=tuple(input_range))
+
+
+def _output_bits(outputs: dict, trace) -> dict[str, Optional[int]]:
+    """NNCF 2.x '<op>|OUTPUT' bits -> activation bits of the conv layers reading that op's output (through
+    data-movement ops). A conv fed by several named outputs (a concat) takes the highest bits."""
+    from .scopes import normalized
+
+    by_norm: dict[str, tuple[str, ...]] = {}
+    for op, consumers in trace.output_consumers.items():
+        by_norm.setdefault(normalized(op), consumers)
+    out: dict[str, Optional[int]] = {}
+    for op, value in outputs.items():
+        bits = parse_bits(value, f"compression.activation_outputs.{op}")
+        consumers = trace.output_consumers.get(op) or by_norm.get(normalized(op))
+        if not consumers:
+            known = ", ".join(list(trace.output_consumers)[:5])
+            raise ScopeError(f"compression.activation_outputs: no conv layer reads the output of op '{op}'. Ops "
+                             f"whose outputs convs read are named like: {known} ...; `mixq config convert` on the "
+                             "config lists them all for this model")
+        for layer in consumers:
+            both = [b for b in (out.get(layer), bits) if b is not None]
+            out[layer] = max(both) if both else None
+    return out
 
 
 def as_int8(plan: PrecisionPlan) -> PrecisionPlan:

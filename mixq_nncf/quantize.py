@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .config import CompressionSection, Config, ConfigError, bits_name
-from .nncf_adapter import apply_plan
+from .nncf_adapter import apply_plan, force_signed, plan_with_skips
 from .plan import PrecisionPlan, resolve_plan
 
 
@@ -38,6 +38,26 @@ def _nncf_qparams(spec):
     return QuantizationParameters(mode=mode, per_channel=spec.per_channel)
 
 
+def _range_estimator(rng):
+    """The config's range type on NNCF 3.4's estimators; mean_percentile with explicit percentiles takes the
+    mean over samples of each sample's quantiles (NNCF 2.x's mean_percentile)."""
+    from nncf.quantization.range_estimator import (AggregatorType, RangeEstimatorParameters,
+                                                   RangeEstimatorParametersSet, StatisticsCollectorParameters,
+                                                   StatisticsType)
+
+    if rng.type == "mean_percentile" and (rng.min_percentile is not None or rng.max_percentile is not None):
+        low = 0.01 if rng.min_percentile is None else rng.min_percentile
+        high = 99.99 if rng.max_percentile is None else rng.max_percentile
+        return RangeEstimatorParameters(
+            min=StatisticsCollectorParameters(StatisticsType.QUANTILE, AggregatorType.MEAN,
+                                              quantile_outlier_prob=low / 100.0),
+            max=StatisticsCollectorParameters(StatisticsType.QUANTILE, AggregatorType.MEAN,
+                                              quantile_outlier_prob=(100.0 - high) / 100.0))
+    return {"mean_min_max": RangeEstimatorParametersSet.MEAN_MINMAX,
+            "min_max": RangeEstimatorParametersSet.MINMAX,
+            "mean_percentile": RangeEstimatorParametersSet.MEAN_QUANTILE}[rng.type]
+
+
 def quantize(model: nn.Module, plan: PrecisionPlan, calibration: list[torch.Tensor], *,
              compression: CompressionSection, input_range: tuple[float, float] | None = None) -> nn.Module:
     """NNCF PTQ of a copy of ``model`` (calibrated 8-bit ranges), then the plan's bits applied per layer."""
@@ -50,7 +70,6 @@ def quantize_with_conflicts(model: nn.Module, plan: PrecisionPlan, calibration: 
     """quantize(), also returning the layers whose fp32 wish a shared activation quantizer overruled."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
-    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     if not calibration:
         raise ConfigError("quantization needs calibration images; data.calibration_samples must be >= 1")
@@ -60,9 +79,7 @@ def quantize_with_conflicts(model: nn.Module, plan: PrecisionPlan, calibration: 
                               f"{bits_name(p.act_bits)} — set both sides to fp32 (ignored_scopes) or both quantized")
     overflow = {"disable": OverflowFix.DISABLE, "enable": OverflowFix.ENABLE,
                 "first_layer_only": OverflowFix.FIRST_LAYER}[compression.overflow_fix]
-    estimator = {"mean_min_max": RangeEstimatorParametersSet.MEAN_MINMAX,
-                 "min_max": RangeEstimatorParametersSet.MINMAX,
-                 "mean_percentile": RangeEstimatorParametersSet.MEAN_QUANTILE}[compression.initializer.range.type]
+    estimator = _range_estimator(compression.initializer.range)
     # NNCF's torch backend has only the fast bias correction; false in the config turns bias correction off
     advanced = AdvancedQuantizationParameters(
         overflow_fix=overflow, activations_range_estimator_params=estimator,
@@ -78,8 +95,21 @@ def quantize_with_conflicts(model: nn.Module, plan: PrecisionPlan, calibration: 
     qmodel = nncf.quantize(work, nncf.Dataset(calibration), preset=preset,
                            subset_size=min(len(calibration), compression.initializer.range.num_init_samples),
                            advanced_parameters=advanced, **kwargs)
+    if compression.weights.signed or compression.activations.signed:
+        # signed: false needs nothing: NNCF 3.4 already picks unsigned levels where calibration saw one sign only
+        force_signed(qmodel, weights=bool(compression.weights.signed), activations=bool(compression.activations.signed))
+    plan = complete_plan(qmodel, plan, compression, example=calibration[0])
     applied = apply_plan(qmodel, plan, example=calibration[0], input_range=input_range or plan.input_range)
     return qmodel, list(applied.conflicts)
+
+
+def complete_plan(qmodel: nn.Module, plan: PrecisionPlan, compression: CompressionSection, *,
+                  example: torch.Tensor | None = None) -> PrecisionPlan:
+    """The plan with what only the quantized graph knows: in fully quantized mode, every addition's inputs at the
+    skip bit width (plan.adds). Other modes return the plan unchanged."""
+    if compression.fully_quantized is None:
+        return plan
+    return plan_with_skips(qmodel, plan, compression.fully_quantized.bits()[2], example)
 
 
 @dataclass
@@ -105,4 +135,5 @@ def quantize_from_config(cfg: Config, *, calibration: list[torch.Tensor] | None 
                                          cfg.data.calibration_patch, int(fp32.scale), cfg.data.seed)
     model, conflicts = quantize_with_conflicts(fp32, plan, calibration, compression=cfg.compression,
                                                input_range=tuple(cfg.input_info.range))
-    return QuantizeResult(fp32, model, plan, conflicts)
+    return QuantizeResult(fp32, model, complete_plan(model, plan, cfg.compression, example=calibration[0]),
+                          conflicts)

@@ -13,6 +13,13 @@ INT16_NOTE = ("OpenVINO's CPU plugin removes every 65536-level (16-bit) FakeQuan
               "layers quantized to 16 bits run as fp32 convolutions. 'int16 first/last + int8' therefore runs "
               "exactly like 'first/last fp32 + int8' on this backend; the runtime column shows what really runs.")
 
+DEPLOY_NOTE = ("every latency and quality figure here was measured with INFERENCE_PRECISION_HINT=f32. This CPU has "
+               "AVX512-BF16/AMX, so plain OpenVINO (benchmark_app, the model server, compile_model without a config) "
+               "runs every layer that is not int8 in bf16 instead: a mixed variant's 16-bit layers lose the "
+               "precision they were kept for (Real-ESRGAN x4plus QAT mixed: 33.97 dB fidelity with f32, 31.87 dB "
+               "with the default, below all-int8). Deploy with the hint: each IR's .json `deployment` entry and "
+               ".ovms.json carry it; `mixq bench --default-precision` times both settings.")
+
 
 def _fmt(value: Any, spec: str = ".2f", missing: str = "-") -> str:
     if value is None:
@@ -96,6 +103,8 @@ def render_markdown(report: dict) -> str:
               "are no-reference (lower is better); PSNR/SSIM against ground truth appear only when the ground truth "
               "matches the model's training degradation.", ""]
     parts += [f"**Runtime precision.** {INT16_NOTE}", ""]
+    if any(f in machine.get("flags", []) for f in ("avx512_bf16", "amx_bf16", "amx_int8")):
+        parts += [f"**Deploying.** {DEPLOY_NOTE}", ""]
     for name, v in report["variants"].items():
         fp32_layers = v.get("runtime_fp32_convs") or []
         if fp32_layers and name != report.get("baseline", "fp32"):

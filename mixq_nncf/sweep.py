@@ -565,7 +565,8 @@ def measure_qat(ctx: Context, unit: Optional[Unit]) -> dict:
                                     "pixel_weight": 0.0}})
     folder = ctx.out / "qat" / (unit.name if unit else "_base")
     with _single_process():
-        train(parse_config(t), model=model, teacher=ctx.fp32, out_dir=folder, plan=plan, progress=False)
+        train(parse_config(t), model=model, teacher=ctx.fp32, out_dir=folder, plan=plan, progress=False,
+              resume=True)
     return _quality(model.eval(), ctx)
 
 

@@ -321,6 +321,14 @@ def _train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_d
             "opt_d": opt_d.state_dict() if opt_d else None, "sched_d": _sched_state(sched_d) if sched_d else None,
             "rng": _rng_state(), "config": to_dict(cfg)})
 
+    quant_error = None
+    if t.quant_error_weight > 0:  # FQSR calibration loss; hooks added after the EMA copy so it has none
+        from .nncf_adapter import QuantErrorProbe, is_quantized
+
+        if not is_quantized(model):
+            raise MixqError("training.quant_error_weight > 0 needs a quantized model (set a compression section)")
+        quant_error = QuantErrorProbe(model)
+
     log = _CsvLog(out_dir / "train_log.csv", is_main, start, t.tensorboard)
     if use_adv and start == 0 and t.adv_warmup_steps > 0:
         acc = warm_up_discriminator(disc, opt_d, model, teacher,
@@ -344,6 +352,8 @@ def _train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_d
             taps.clear()  # drop features of forwards outside this step (discriminator warm-up, evaluation)
         sr = g_model(lr_img)
         terms: dict[str, torch.Tensor] = {}
+        if quant_error is not None:
+            terms["quant_error"] = t.quant_error_weight * quant_error.take()
         target = None
         if needs_teacher:
             with torch.no_grad():
@@ -415,6 +425,8 @@ def _train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_d
             log.flush()
             fault_point("train.checkpoint")
     bar.close()
+    if quant_error is not None:
+        quant_error.close()
     if taps is not None:
         taps.close()
     wall = time.perf_counter() - t0

@@ -20,11 +20,17 @@ def test_imresize_matches_matlab_convention():
     assert lr.shape == (3, 10, 9)
     # a constant image stays constant (weights sum to one, mirrored borders)
     assert torch.allclose(imresize(torch.full((3, 16, 16), 0.3), 0.5), torch.full((3, 8, 8), 0.3), atol=1e-6)
-    # close to torch's antialiased bicubic (a=-0.75 there), but not the same kernel
-    ref = F.interpolate(img[None], size=(10, 9), mode="bicubic", antialias=True)[0]
-    diff = (lr - ref).abs().mean()
-    assert 0 < diff < 0.05
-    assert imresize(lr, 4).shape == (3, 40, 36)
+    # the reference: pyiqa's port of MATLAB imresize (bicubic a=-0.5, antialiased when shrinking)
+    from pyiqa.matlab_utils.resize import imresize as matlab_imresize
+
+    img64 = img.double()
+    for scale in (0.25, 0.5, 4):
+        ours, ref = imresize(img64, scale), matlab_imresize(img64, scale=scale, antialiasing=True)
+        assert ours.shape == ref.shape
+        assert (ours - ref).abs().max() < 1e-6, scale
+    # and not torch's bicubic (a=-0.75): the test can tell kernels apart
+    other = F.interpolate(img[None], size=(10, 9), mode="bicubic", antialias=True)[0]
+    assert (lr - other).abs().max() > 1e-3
 
 
 def test_make_lr_crops_to_scale_and_quantizes():

@@ -57,8 +57,29 @@ def test_parity_fails_on_broken_model(irs, photo_lr):
     bad = copy.deepcopy(m["int8"])
     with torch.no_grad():
         bad.conv_last.weight.mul_(-1)
-    with pytest.raises(ParityError, match="fidelity"):
+    # the IR much better than the torch model it claims to be: examined, and the FakeQuantize count reported
+    with pytest.raises(ParityError, match=r"dB above the torch quantized model's .*not the model that was trained; "
+                                          r"it holds \d+ FakeQuantize ops where the torch model has \d+ enabled"):
         check_parity(irs["int8"], bad, photo_lr[:2], reference_model=m["fp32"])
+
+
+def test_parity_bounds_the_ir_both_ways(irs, photo_lr, tmp_path):
+    """IR worse than torch fails; an IR without quantizers (an fp32 IR passed off as int8) fails as too good."""
+    import copy
+
+    m = irs["models"]
+    bad = copy.deepcopy(m["int8"])
+    with torch.no_grad():
+        bad.conv_last.weight.mul_(-1)
+    worse = export_ir(bad, tmp_path / "worse.xml", example_input=photo_lr[0])
+    with pytest.raises(ParityError, match=r"dB below the torch quantized model's"):
+        check_parity(worse, m["int8"], photo_lr[:2], reference_model=m["fp32"])
+    r = check_parity(irs["fp32"], bad, photo_lr[:2], reference_model=m["fp32"], raise_on_failure=False)
+    assert not r.passed and r.ir_fidelity_db > r.torch_fidelity_db + 1.0
+    assert "it holds 0 FakeQuantize ops where the torch model has" in r.problems[0]
+    # both within rounding noise of fp32 (>= LOSSLESS_DB): dB differences mean nothing there and pass
+    ok = check_parity(irs["fp32"], m["int8"], photo_lr[:2], reference_model=m["fp32"])
+    assert min(ok.torch_fidelity_db, ok.ir_fidelity_db) >= 50
 
 
 def test_narrow_16bit_input_quantizer_is_caught(irs, photo_lr, tmp_path):
@@ -112,5 +133,17 @@ def test_bench_returns_sane_stats(irs):
                        Target("torch", "torch", model=irs["models"]["fp32"])],
                       input_size=(16, 16), iterations=3, warmup=1, progress=False)
     assert [s.name for s in stats] == ["fp32", "int8", "torch"]
-    assert all(s.median_ms > 0 and s.n == 3 and s.gmac > 0 for s in stats)
-    assert machine_info().cores >= 1
+    assert all(s.n == 3 and s.min_ms <= s.median_ms <= s.p90_ms for s in stats)
+    # GMAC from the IR equals the model's own conv arithmetic at 16x16 (4x: 64x64 output)
+    macs = []
+    hooks = [mod.register_forward_hook(lambda mod, i, o: macs.append(o.numel() * mod.weight[0].numel()))
+             for mod in irs["models"]["fp32"].modules() if isinstance(mod, torch.nn.Conv2d)]
+    with torch.no_grad():
+        irs["models"]["fp32"](torch.rand(1, 3, 16, 16))
+    for h in hooks:
+        h.remove()
+    assert stats[0].gmac == pytest.approx(sum(macs) / 1e9, rel=1e-6) == stats[1].gmac
+    assert stats[0].gmac_per_s == pytest.approx(stats[0].gmac / (stats[0].median_ms / 1e3), rel=1e-6)
+    import os
+
+    assert machine_info().cores == os.cpu_count()

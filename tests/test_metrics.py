@@ -1,3 +1,4 @@
+import math
 import json
 from pathlib import Path
 
@@ -69,12 +70,14 @@ def test_pi_is_pirm_formula():
 def test_eval_pred_gt_writes_csv_and_json(tmp_path, capsys):
     gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
     for i, path in enumerate(offline_photos("eval")[:2]):
-        img = load_image(path)[:, :128, :128]
+        img = (load_image(path)[:, :128, :128] * 255).round().clamp(0, 250) / 255
         save_image(img, gt_dir / f"im{i}.png")
-        save_image((img + 0.02).clamp(0, 1), pred_dir / f"im{i}.png")
+        save_image(img + 5 / 255, pred_dir / f"im{i}.png")  # every pixel +5 in all channels, no clipping
     code = main(["eval", "--pred", str(pred_dir), "--gt", str(gt_dir), "--metrics", "psnr,ssim,niqe",
                  "--out", str(tmp_path / "out")])
     assert code == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["images"] == 2 and 25 < summary["mean"]["psnr"] < 60
+    # Y (BT.601) moves by 5 * 219/255 levels everywhere: PSNR = 20 log10(255 / (5 * 219 / 255)) exactly
+    exact = 20 * math.log10(255 / (5 * 219 / 255))
+    assert summary["images"] == 2 and summary["mean"]["psnr"] == pytest.approx(exact, abs=1e-3)
     assert (tmp_path / "out" / "per_image.csv").read_text().startswith("image,psnr,ssim,niqe")

@@ -141,3 +141,52 @@ def test_cached_reference_runs_the_model_once_per_input():
     assert len(calls) == 1
     ref(b)  # equal values, different tensor: computed, not confused with a
     assert len(calls) == 2
+
+
+def _deterministic(report: dict) -> dict:
+    """The report fields that an interrupted-then-resumed run must reproduce exactly (latency is measured anew)."""
+    return {n: {"recipe": v["recipe"], "bin_bytes": v["bin_bytes"], "bytes_by_precision": v["bytes_by_precision"],
+                "runtime_precision": v["runtime_precision"], "quality": v["quality"],
+                "parity_passed": v["parity"]["passed"]}
+            for n, v in report["variants"].items()}
+
+
+def test_killed_run_resumes_to_the_same_report(tiny_run, tmp_path):
+    """Kill `mixq run` (no cleanup, as a power cut) during training, export and benchmark; each re-run resumes,
+    and the final report equals the uninterrupted run's, with no half-written or mixed artefacts left."""
+    import os
+    import subprocess
+    import sys
+
+    from mixq_nncf.export import verify_ir
+    from mixq_nncf.io_utils import FAULT_ENV, FAULT_EXIT
+
+    cfg, _ = tiny_run
+    out, reference = tmp_path / "out", tmp_path / "reference"
+    env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
+    # the uninterrupted run in a fresh process too: weights null means torch's (fixed) default seed initialises
+    # the model, which only a fresh process shares
+    subprocess.run([sys.executable, "-m", "mixq_nncf.cli", "run", str(cfg), "--out", str(reference)], env=env,
+                   capture_output=True, text=True, timeout=600, check=True)
+    cmd = [sys.executable, "-m", "mixq_nncf.cli", "run", str(cfg), "--out", str(out)]
+    for point in ("train.checkpoint", "export.xml", "benchmark", None):
+        env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
+        if point:
+            env[FAULT_ENV] = point
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == (FAULT_EXIT if point else 0), (point, proc.stderr[-2000:])
+        assert (out / "report.json").is_file() == (point is None)
+    assert "QAT:" in proc.stderr or "trained model found" in proc.stderr
+    got = json.loads((out / "report.json").read_text())
+    want = json.loads((reference / "report.json").read_text())
+    # structure, sizes and runtime precision exactly; quality numbers near 60 dB move with OpenVINO's thread
+    # scheduling between processes, so they are compared within 5 %
+    strip = {n: {k: v for k, v in d.items() if k != "quality"} for n, d in _deterministic(got).items()}
+    assert strip == {n: {k: v for k, v in d.items() if k != "quality"} for n, d in _deterministic(want).items()}
+    for name, v in got["variants"].items():
+        assert v["quality"] == pytest.approx(want["variants"][name]["quality"], rel=0.05), name
+    for name in got["variants"]:
+        meta = verify_ir(out / got["variants"][name]["ir"])  # the .xml/.bin are the pair the sidecar names
+        assert set(meta["files"]) == {".xml", ".bin"}
+    leftovers = [p for p in out.rglob(".*") if p.name.endswith(".tmp") or p.name.startswith(".export-")]
+    assert leftovers == []

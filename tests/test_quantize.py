@@ -3,10 +3,11 @@ import glob
 import pytest
 import torch
 
-from tiny_models import FAMILIES, TINY, tiny
+from tiny_models import FAMILIES, TINY, ir_conv_bits, tiny
 from mixq_nncf.cli import main
 from mixq_nncf.config import load_config, parse_config
 from mixq_nncf.errors import ScopeError
+from mixq_nncf.export import export_ir
 from mixq_nncf.nncf_adapter import input_range_problems
 from mixq_nncf.plan import LayerPrecision, match_scope, resolve_plan
 from mixq_nncf.qcheckpoint import load_quantized, save_quantized
@@ -21,22 +22,39 @@ def _arch_tiny(arch):
     return {"model.arch": arch}
 
 
-@pytest.mark.parametrize("config", PUBLISHED + ["configs/fqsr_w4a8_msrresnet.json"])
+# one config per distinct bit pattern: all-int8, int16 first/last + int8, int4 weights with int8 ends
+IR_CONFIGS = ["configs/srgan_ptq_int8.json", "configs/esrgan_qat_mixed.json", "configs/fqsr_a8w4_msrresnet.json"]
+
+
+@pytest.mark.parametrize("config", IR_CONFIGS)
 @pytest.mark.parametrize("arch", FAMILIES)
-def test_quantizer_bits_follow_config_and_survive_save(config, arch, calibration, tmp_path):
+def test_exported_ir_runs_the_configured_bits(config, arch, calibration, tmp_path):
+    """Read back from the exported IR's own FakeQuantize levels / stored integers, not through our mapping."""
+    cfg = load_config(config)
+    model = tiny(arch)
+    plan = resolve_plan(model, cfg.compression)
+    qmodel = quantize(model, plan, calibration, compression=cfg.compression)
+    ir = ir_conv_bits(export_ir(qmodel, tmp_path / "m.xml", example_input=calibration[0]))
+    assert set(ir) == set(plan.layers)
+    # every conv runs the plan's weight bits; a shared activation quantizer may only raise the input's
+    for layer, asked in plan.layers.items():
+        assert ir[layer][0] == asked.weight_bits, (layer, ir[layer], asked)
+        assert ir[layer][1] >= asked.act_bits, (layer, ir[layer], asked)
+    if "mixed" in config:
+        assert ir["conv_first"] == (16, 16) and ir["conv_last"] == (16, 16)
+        assert all(ir[l][0] == 8 for l in plan.layers if plan.stage_of[l] == "body")
+    if "a8w4" in config:
+        assert {ir[l][0] for l in plan.layers} == {4}
+
+
+@pytest.mark.parametrize("config", PUBLISHED + ["configs/fqsr_a8w4_msrresnet.json", "configs/fqsr_a4w4_msrresnet.json"])
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_quantizer_bits_survive_save(config, arch, calibration, tmp_path):
     cfg = load_config(config)
     model = tiny(arch)
     plan = resolve_plan(model, cfg.compression)
     qmodel = quantize(model, plan, calibration, compression=cfg.compression)
     got = layer_bits(quantizer_table(qmodel, plan))
-    # the quantizers hold exactly the plan's bits; a shared activation quantizer may only raise them
-    for layer, asked in plan.layers.items():
-        assert got[layer].weight_bits == asked.weight_bits, layer
-        assert got[layer].act_bits >= asked.act_bits, layer
-    if "mixed" in config:
-        assert got["conv_first"] == LayerPrecision(16, 16)
-        assert got["conv_last"] == LayerPrecision(16, 16)
-        assert all(got[l].weight_bits == 8 for l in plan.layers if plan.stage_of[l] == "body")
     path = save_quantized(qmodel, tmp_path / "q.pt", arch=arch, args=TINY, plan=plan)
     restored = load_quantized(path)
     assert layer_bits(quantizer_table(restored.model, restored.plan)) == got

@@ -272,7 +272,7 @@ def test_restore_moves_a_model_back_to_its_device():
 
 
 def test_all_loss_weights_zero_is_refused():
-    with pytest.raises(ConfigError, match="all 0, so training would not change the model"):
+    with pytest.raises(ConfigError, match="is 0, so training would not change the model"):
         _cfg({"pixel_weight": 0.0, "distill_weight": 0.0})
     _cfg({"pixel_weight": 0.0, "distill_weight": 0.0, "iterations": 0})
     _cfg({"pixel_weight": 0.0, "distill_weight": 0.0, "distill_only": True})
@@ -347,3 +347,43 @@ def test_unexpected_error_is_one_line_and_debug_shows_traceback(monkeypatch, cap
         main(["--debug", "models"])
     with pytest.raises(RuntimeError, match="kaput"):
         main(["models", "--debug"])
+
+
+@pytest.mark.parametrize("arch,ignored", [("rrdbnet_x4", "body.0.rdb1.conv2"), ("msrresnet_x4", "conv_last")])
+def test_ignored_layer_runs_fp32_in_the_ir(arch, ignored, tmp_path, capsys):
+    """An ignored layer, even one reading an RRDB concat whose inputs other convs also read, gets neither a weight
+    nor an input FakeQuantize in the exported IR; no shared-quantizer warning is printed when none applies."""
+    from mixq_nncf.export import export_ir
+    from mixq_nncf.qcheckpoint import load_quantized
+    from tiny_models import ir_conv_bits
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"model": {"arch": arch, "args": TINY, "weights": None},
+                                "data": {"calibration_samples": 2, "calibration_patch": 16},
+                                "compression": {"ignored_scopes": [ignored]}}))
+    assert main(["quantize", str(path), "--out", str(tmp_path / "q")]) == 0
+    assert "warning:" not in capsys.readouterr().err
+    model = load_quantized(tmp_path / "q" / "quantized.pt").model
+    ir = ir_conv_bits(export_ir(model, tmp_path / "m.xml", example_input=torch.rand(1, 3, 16, 16)))
+    assert ir[ignored] == (None, None)
+    assert all(bits == (8, 8) for layer, bits in ir.items() if layer != ignored)
+
+
+def test_overruled_fp32_wish_is_named(calibration):
+    """A plan applied on a calibrated model (sweeps, allocation, shared calibration) can ask fp32 for one reader of
+    a shared quantizer: the quantizer stays quantized for the others and the layer is named."""
+    from mixq_nncf.nncf_adapter import apply_plan
+    import dataclasses
+
+    from mixq_nncf.plan import LayerPrecision, resolve_plan
+    from mixq_nncf.quantize import quantize
+
+    model = tiny("rrdbnet_x4")
+    comp = parse_config({"compression": {}}).compression
+    plan = resolve_plan(model, comp)
+    qmodel = quantize(model, plan, calibration, compression=comp)
+    layers = dict(plan.layers)
+    layers["body.0.rdb1.conv2"] = LayerPrecision(None, None)
+    wish = dataclasses.replace(plan, layers=layers)
+    conflicts = apply_plan(qmodel, wish, example=calibration[0]).conflicts
+    assert any(c.startswith("body.0.rdb1.conv2: asked for an fp32") and "stays int8" in c for c in conflicts)

@@ -18,6 +18,7 @@ COMMANDS = {
     "upscale": ("mixq_nncf.cli.upscale_cmd", "upscale images with an OpenVINO IR (tiled)"),
     "sweep": ("mixq_nncf.cli.sweep_cmd", "per-stage/block/layer sensitivity with measured CPU latency and size"),
     "allocate": ("mixq_nncf.cli.allocate_cmd", "choose the layers to keep high under a latency/size/fidelity budget"),
+    "config": ("mixq_nncf.cli.config_cmd", "show how an NNCF 2.x config is understood (config convert)"),
     "run": ("mixq_nncf.cli.run_cmd", "config -> quantize -> train -> export -> benchmark -> report"),
     "demo": ("mixq_nncf.cli.run_cmd", "the embedded offline demo: four variants of Real-ESRGAN x4plus"),
 }

@@ -18,7 +18,26 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--iterations", type=int, default=100, help="timed rounds (default 100)")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--throughput", action="store_true", help="also measure async throughput (frames/s)")
+    p.add_argument("--default-precision", action="store_true",
+                   help="also time each IR as plain OpenVINO compiles it (no precision hint: bf16 on CPUs with "
+                        "AVX512-BF16/AMX), beside the f32 hint mixq measures with; see README 'Deploying an IR'")
     p.add_argument("--out", help="folder for bench.json and bench.md")
+
+
+def conv_precisions(xml, shape: tuple, precision: str) -> dict[str, int]:
+    """Convolutions per runtime precision in the compiled model (f32 hint, or the plugin's default)."""
+    from ..bench import _compile_default_precision
+    from ..export import compile_ir
+
+    compiled = (_compile_default_precision(xml, shape, {}) if precision == "default"
+                else compile_ir(xml, shape=shape, config={"INFERENCE_PRECISION_HINT": precision}))
+    counts: dict[str, int] = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        rt = op.get_rt_info()
+        if rt["layerType"].astype(str) == "Convolution":
+            k = rt["runtimePrecision"].astype(str)
+            counts[k] = counts.get(k, 0) + 1
+    return counts
 
 
 def run(args) -> int:
@@ -40,6 +59,8 @@ def run(args) -> int:
             raise UserError(f"IR not found: {pth}")
     names = [f"{p.parent.name}/{p.stem}" for p in paths]
     targets = [Target(n, "openvino", p) for n, p in zip(names, paths)]
+    if args.default_precision:
+        targets += [Target(f"{n} [default hint]", "openvino", p, precision="default") for n, p in zip(names, paths)]
     if args.torch_fp32:
         from ..models import load_generator
 
@@ -51,6 +72,16 @@ def run(args) -> int:
     machine = machine_info()
     baseline = f"{Path(args.baseline).parent.name}/{Path(args.baseline).stem}" if args.baseline else names[0]
     md = stats_markdown(stats, baseline, machine)
+    if args.default_precision:
+        lines = ["", "", "Runtime precision of the convolutions (what runs, per compile setting):", "",
+                 "| IR | f32 hint (as measured) | default hint (plain OpenVINO) |", "|---|---|---|"]
+        for n, p in zip(names, paths):
+            cells = []
+            for prec in ("f32", "default"):
+                counts = conv_precisions(p, (1, 3, h, w), prec)
+                cells.append(", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+            lines.append(f"| {n} | {cells[0]} | {cells[1]} |")
+        md += "\n".join(lines)
     print(md)
     if args.out:
         out = Path(args.out)

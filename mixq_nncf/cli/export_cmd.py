@@ -26,7 +26,8 @@ def run(args) -> int:
     import torch
 
     from ..audit import audit_markdown, audit_runtime
-    from ..config import load_config, to_dict
+    from ..config import to_dict
+    from .common import load_checked
     from ..data import EvalPairs, resolve_images
     from ..export import check_parity, export_ir, ir_size
     from ..io_utils import atomic_write_json, atomic_write_text
@@ -37,7 +38,7 @@ def run(args) -> int:
     out = Path(args.out)
     src = Path(args.source)
     if src.suffix == ".json":
-        cfg = load_config(src, args.overrides)
+        cfg = load_checked(src, args.overrides)
         res = quantize_from_config(cfg)
         model, fp32, arch, margs, weights = res.model, res.fp32_model, cfg.model.arch, cfg.model.args, cfg.model.weights
         quantized = res.plan is not None

@@ -10,7 +10,7 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
                      "data, then give every layer the bits its stage / scope asks for. Writes DIR/quantized.pt (load "
                      "it with `mixq train --from` or `mixq export`), the quantizer table (quantizers.md / .json), "
                      "plan.json and the resolved config.json.")
-    p.add_argument("config", help="JSON config (see configs/)")
+    p.add_argument("config", help="JSON config (see configs/), or an NNCF 2.x quantization config as it is")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value, e.g. --set model.weights=path.pth (repeatable)")
@@ -19,13 +19,14 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..config import dump_config, load_config, to_dict
+    from ..config import dump_config, to_dict
+    from .common import load_checked
     from ..io_utils import atomic_write_json, atomic_write_text
     from ..qcheckpoint import save_quantized
     from ..qtable import layer_bits, quantizer_table, table_markdown
     from ..quantize import quantize_from_config
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_checked(args.config, args.overrides)
     if cfg.variants:
         from . import UserError
 

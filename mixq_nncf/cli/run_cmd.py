@@ -23,7 +23,7 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
             "precision -> benchmark on this CPU -> evaluate quality -> report.json / report.md / PNGs in --out. "
             "A config with 'variants' produces one row per variant. Re-running the same command resumes: finished "
             "steps are skipped and training continues from its last checkpoint.")
-        p.add_argument("config", help="JSON config (see configs/)")
+        p.add_argument("config", help="JSON config (see configs/), or an NNCF 2.x quantization config as it is")
         p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value, e.g. --set training.iterations=50 (repeatable)")
@@ -37,12 +37,12 @@ def demo_config_path() -> Path:
 
 
 def run(args) -> int:
-    from ..config import load_config
+    from .common import load_checked
     from ..pipeline import run as run_pipeline
     from ..report import variant_table
 
     config_path = demo_config_path() if args._name == "demo" else Path(args.config)
-    cfg = load_config(config_path, args.overrides)
+    cfg = load_checked(config_path, args.overrides)
     out = Path(args.out)
     t0 = time.perf_counter()
 

@@ -11,7 +11,7 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
                      "training.checkpoint_every steps; --resume continues exactly where it stopped. Under "
                      "`torchrun --nproc_per_node=N -m mixq_nncf.cli train ...` it trains on N GPUs (or CPU "
                      "processes) with DistributedDataParallel.")
-    p.add_argument("config", help="JSON config")
+    p.add_argument("config", help="JSON config, or an NNCF 2.x quantization config as it is")
     p.add_argument("--out", required=True, help="output folder (final.pt, train_log.csv, checkpoints/)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoints/last.pt")
     p.add_argument("--from", dest="from_ckpt", help="start from this quantized checkpoint instead of quantizing")
@@ -25,14 +25,15 @@ def run(args) -> int:
     import os
     from pathlib import Path
 
-    from ..config import load_config, to_dict
+    from ..config import to_dict
+    from .common import load_checked
     from ..models import load_generator
     from ..qcheckpoint import load_quantized
     from ..quantize import quantize_from_config
     from ..train import check_out_dir, train
 
     overrides = list(args.overrides) + ([f"training.device={args.device}"] if args.device else [])
-    cfg = load_config(args.config, overrides)
+    cfg = load_checked(args.config, overrides)
     out = Path(args.out)
     if int(os.environ.get("RANK", "0")) == 0:
         check_out_dir(out, args.resume)  # before quantizing: a refused folder must not cost the calibration

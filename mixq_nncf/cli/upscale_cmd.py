@@ -1,38 +1,153 @@
-"""`mixq upscale IR IMAGE... --out DIR`: super-resolve images with an OpenVINO IR, tile by tile."""
+"""`mixq upscale IR INPUT... --out DIR`: super-resolve images with an OpenVINO IR on the CPU."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_parser(p: argparse.ArgumentParser, name: str) -> None:
-    p.description = ("Upscale images with an exported IR on the CPU. Large images are processed in overlapping "
-                     "tiles so memory stays bounded; the result is seamless. Writes DIR/<name>_x<scale>.png.")
-    p.add_argument("ir", help="IR .xml (from `mixq export` or `mixq run`)")
-    p.add_argument("images", nargs="+", help="input images")
+    p.description = (
+        "Upscale images with an exported IR on the CPU. INPUT may be image files, folders (their images) or "
+        "globs ('frames/*.png'). Each output keeps its input's format, bit depth (8/16), grayscale and alpha "
+        "(alpha is upscaled bicubic) and is written as DIR/<name>_x<scale>.<ext>; two inputs with the same name get "
+        "their folder names prefixed. Images up to 512x512 run whole; larger ones in tiles that all share one "
+        "compiled shape, several at once. Unreadable images are reported and skipped; the exit code is then 1. "
+        "Prints a JSON summary on stdout.")
+    p.add_argument("ir", help="IR .xml (from `mixq export` or `mixq run`; the .bin must sit beside it)")
+    p.add_argument("images", nargs="+", metavar="INPUT", help="image files, folders or globs")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--tile", type=int, default=128, help="LR tile size (0 = whole image)")
-    p.add_argument("--overlap", type=int, default=16, help="LR context pixels around each tile")
-    p.add_argument("--scale", type=int, help="upscale factor (default: from the IR's sidecar json or 4)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="largest LR tile side in pixels; 0 = whole image (default: whole up to 512x512, else 256)")
+    p.add_argument("--overlap", type=int, default=None,
+                   help="LR context pixels around each tile (default: the network's receptive radius, at most 40; "
+                        "at the radius tiled output equals untiled output exactly)")
+    p.add_argument("--scale", type=int, help="expected upscale factor; it comes from the IR, a different value "
+                                             "is an error")
+    p.add_argument("--precision", default="f32", choices=["f32", "bf16", "f16", "default"],
+                   help="inference precision of non-int8 layers (default f32, as mixq measures; 'default' = "
+                        "OpenVINO's own choice, bf16 on AVX512-BF16/AMX CPUs)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
+    p.add_argument("--streams", type=int, default=None,
+                   help="infer requests run in parallel (default: OpenVINO's throughput choice)")
+    p.add_argument("--format", choices=["same", "png"], default="same",
+                   help="output format: same as the input (default) or PNG")
+    p.add_argument("--check-seams", action="store_true",
+                   help="also run the first image untiled and report the tiled/untiled difference")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-cache", action="store_true",
+                   help="do not keep compiled models in the cache ($MIXQ_CACHE or ~/.cache/mixq/openvino); with it "
+                        "a second run with the same IR and image size skips compilation")
+
+
+def expand_inputs(specs: list[str]) -> list[Path]:
+    """Files, folders and globs -> image paths, in order, each once."""
+    import glob
+
+    from ..errors import DataError
+    from ..imageio import IMAGE_EXTENSIONS, list_image_files
+
+    out: list[Path] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            found = list_image_files(path)
+            if not found:
+                raise DataError(f"folder {path} has no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        elif path.exists():
+            found = [path]
+        elif glob.has_magic(spec):
+            found = sorted(Path(p) for p in glob.glob(spec) if Path(p).is_file()
+                           and Path(p).suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise DataError(f"no images match {spec!r}")
+        else:
+            raise DataError(f"input not found: {path}")
+        out.extend(found)
+    seen, unique = set(), []
+    for p in out:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def output_names(paths: list[Path], scale: int, fmt: str = "same") -> list[str]:
+    """<stem>_x<scale><ext> per input; same-named inputs get their parent folders prefixed, then a counter."""
+    def name(p, parents: int) -> str:
+        prefix = "_".join(p.resolve().parts[-1 - parents:-1])
+        ext = ".png" if fmt == "png" else p.suffix.lower()
+        return f"{prefix + '_' if prefix else ''}{p.stem}_x{scale}{ext}"
+
+    names = [name(p, 0) for p in paths]
+    for depth in range(1, 4):
+        counts = {n: names.count(n) for n in names}
+        if all(c == 1 for c in counts.values()):
+            return names
+        names = [name(p, depth) if counts[n] > 1 else n for p, n in zip(paths, names)]
+    used: dict[str, int] = {}
+    final = []
+    for n in names:
+        used[n] = used.get(n, 0) + 1
+        stem, dot, ext = n.rpartition(".")
+        final.append(n if used[n] == 1 else f"{stem}-{used[n]}.{ext}")
+    return final
 
 
 def run(args) -> int:
     import json
+    import sys
+    import time
     from pathlib import Path
 
-    from tqdm import tqdm
+    from ..errors import DataError, MixqError
+    from ..imageio import read_image, write_image
+    from ..upscale import Upscaler
 
-    from ..data import load_image, save_image
-    from ..export import compile_ir, read_meta
-    from ..models import PRESETS
-    from ..upscale import upscale_image
+    start = time.perf_counter()
+    for flag in ("tile", "overlap", "threads"):
+        value = getattr(args, flag)
+        if value is not None and value < 0:
+            raise MixqError(f"--{flag} must be >= 0, got {value}")
+    if args.streams is not None and args.streams < 1:
+        raise MixqError(f"--streams must be >= 1, got {args.streams}")
+    paths = expand_inputs(args.images)
+    up = Upscaler(args.ir, tile=args.tile, overlap=args.overlap, precision=args.precision, threads=args.threads,
+                  streams=args.streams, scale=args.scale, progress=not args.no_progress,
+                  cache=not args.no_cache)
+    out_dir = Path(args.out)
+    names = dict(zip(paths, output_names(paths, up.scale, args.format)))
+    failed: dict[str, str] = {}
+    written: list[str] = []
 
-    meta = read_meta(args.ir)
-    scale = args.scale or (PRESETS[meta["arch"]].scale if meta.get("arch") in PRESETS else 4)
-    compiled = compile_ir(args.ir)
-    written = []
-    for path in tqdm(args.images, desc="upscale"):
-        img = load_image(path)
-        sr = upscale_image(compiled, img, scale, tile=args.tile, overlap=args.overlap)
-        written.append(str(save_image(sr, Path(args.out) / f"{Path(path).stem}_x{scale}.png")))
-    print(json.dumps({"written": written}, indent=2))
+    def pictures():
+        for p in paths:
+            try:
+                yield p, read_image(p)
+            except DataError as exc:
+                failed[str(p)] = str(exc)
+
+    seams, tiled = None, 0
+    with up:
+        for p, result in up.upscale_stream(pictures()):
+            written.append(str(write_image(result, out_dir / names[p])))
+            h, w = result.size
+            tiled += len(up.tiles_for(h // up.scale, w // up.scale)) > 1
+        if args.check_seams and written:
+            first = next(p for p in paths if str(p) not in failed)
+            seams = up.seam_error(read_image(first).rgb)
+    summary = {"written": written, "failed": failed, "scale": up.scale, "tile": up.tile, "overlap": up.overlap,
+               "receptive_radius": up.reach.radius, "exact": up.exact or not tiled, "tiled_images": tiled, "precision": args.precision,
+               "seconds": round(time.perf_counter() - start, 3)}
+    if seams is not None:
+        summary["seams"] = seams
+    print(json.dumps(summary, indent=2))
+    if tiled and not up.exact:
+        print(f"mixq upscale: note: overlap {up.overlap} < receptive radius {up.reach.radius}: {tiled} tiled "
+              "image(s) may differ from untiled inference near tile edges (--check-seams measures it)", file=sys.stderr)
+    for path, message in failed.items():
+        print(f"mixq upscale: error: {message}", file=sys.stderr)
+    if failed:
+        print(f"mixq upscale: {len(written)} written, {len(failed)} failed", file=sys.stderr)
+        return 1
     return 0
