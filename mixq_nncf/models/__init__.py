@@ -87,7 +87,16 @@ def layer_stages(model: nn.Module) -> dict[str, str]:
 
 def load_generator(arch: str, args: dict | None = None, weights: str | None = "embedded") -> nn.Module:
     """A preset with its weights, in eval mode. weights: 'embedded' (bundled Real-ESRGAN weights), a
-    checkpoint path (any layout of models.checkpoint), or None for random init."""
+    checkpoint path (any layout of models.checkpoint), or None for random init.
+
+    Random init is seeded (without touching the global RNG): torch's default seed differs per process, and a
+    resumed run must rebuild the same model that its cached artefacts came from."""
+    import torch
+
+    if weights is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return build_generator(arch, **(args or {})).eval()
     model = build_generator(arch, **(args or {}))
     if weights == "embedded":
         name = PRESETS[arch].embedded_weights
