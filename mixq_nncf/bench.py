@@ -110,7 +110,9 @@ def ir_gmac(xml_path: str | Path, input_shape: tuple) -> float:
     """Multiply-accumulates of all convolutions (and matmuls) at this input size, in GMAC."""
     import openvino as ov
 
-    model = ov.Core().read_model(str(xml_path))
+    from .export import read_ir
+
+    model = read_ir(xml_path)
     model.reshape({model.input(0).get_any_name(): ov.PartialShape(list(input_shape))})
     macs = 0
     for op in model.get_ordered_ops():

@@ -312,6 +312,11 @@ class TrainingSection:
             raise ConfigError("training.adv_warmup_steps: must be >= 0")
         if self.iterations < 0:
             raise ConfigError("training.iterations: must be >= 0")
+        weights = (self.pixel_weight, self.perceptual_weight, self.gan_weight, self.distill_weight)
+        if self.iterations > 0 and not self.distill_only and not any(w > 0 for w in weights):
+            raise ConfigError("training: pixel_weight, perceptual_weight, gan_weight and distill_weight are all 0, so "
+                              "training would not change the model; set one above 0 (e.g. training.distill_weight=1 "
+                              "to distil the fp32 model) or training.iterations to 0")
 
 
 @dataclass(frozen=True)
@@ -433,6 +438,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file; a config is a JSON object (see configs/)") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a JSON object {{...}}, got {json.dumps(data)[:40]}; "
+                          "start from one of the files in configs/")
     data.pop("$schema", None)
     data.pop("description", None)
     return parse_config(apply_overrides(data, overrides or []))

@@ -27,3 +27,11 @@ class ParityError(MixqError):
 
 class TrainingDiverged(MixqError):
     """A loss became NaN/inf; the last good checkpoint is kept."""
+
+
+class OutputError(MixqError):
+    """An output cannot be written (read-only folder, full disk) or would overwrite another run's results."""
+
+
+class IRError(MixqError):
+    """An OpenVINO IR cannot be read or compiled (corrupt, truncated, missing .bin, files from two exports)."""

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ParityError
+from .errors import IRError, ParityError
+from .io_utils import umask_mode, fault_point, file_hash
 
 
 def _ov():
@@ -100,10 +101,15 @@ def export_ir(model: nn.Module, xml_path: str | Path, *, example_input: torch.Te
         ov.save_model(ov_model, str(tmp_xml), compress_to_fp16=False)
         sidecar = dict(meta or {})
         sidecar.update({"compact_16bit_weights": rewritten, "dynamic": dynamic,
-                        "openvino": ov.get_version(), "input_shape": shape})
+                        "openvino": ov.get_version(), "input_shape": shape,
+                        "files": {s: file_hash(tmp_xml.with_suffix(s)) for s in (".xml", ".bin")}})
         tmp_xml.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
-        for suffix in (".bin", ".json", ".xml"):  # .xml last: its presence marks a complete export
+        # three renames cannot be one atomic step; the sidecar goes last and holds the hashes of the .xml and
+        # .bin it belongs to, so a crash in between leaves a pair that verify_ir rejects, never a silent mix
+        for suffix in (".bin", ".xml", ".json"):
+            os.chmod(tmp_xml.with_suffix(suffix), umask_mode())
             os.replace(tmp_xml.with_suffix(suffix), xml_path.with_suffix(suffix))
+            fault_point(f"export{suffix}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return xml_path
@@ -111,7 +117,57 @@ def export_ir(model: nn.Module, xml_path: str | Path, *, example_input: torch.Te
 
 def read_meta(xml_path: str | Path) -> dict:
     side = Path(xml_path).with_suffix(".json")
-    return json.loads(side.read_text()) if side.is_file() else {}
+    if not side.is_file():
+        return {}
+    try:
+        meta = json.loads(side.read_text())
+    except ValueError:
+        raise IRError(f"{side}: the IR's sidecar is not valid JSON; re-export the IR "
+                      "(or delete the .json to use the .xml/.bin without checks)") from None
+    return meta if isinstance(meta, dict) else {}
+
+
+def verify_ir(xml_path: str | Path) -> dict:
+    """The sidecar of an IR after checking that the .xml and .bin are the pair it was written with.
+
+    IRs made elsewhere (no sidecar, or one without hashes) are accepted as they are. Raises IRError naming the
+    file and the fix for a missing .xml/.bin or a pair from two exports (an export killed half way)."""
+    xml_path = Path(xml_path)
+    for f in (xml_path, xml_path.with_suffix(".bin")):
+        if not f.is_file():
+            raise IRError(f"{f} not found: an OpenVINO IR is a .xml with its .bin beside it; re-export it "
+                          "(mixq export) or give the path of a complete IR")
+    meta = read_meta(xml_path)
+    for suffix, want in (meta.get("files") or {}).items():
+        f = xml_path.with_suffix(suffix)
+        if file_hash(f) != want:
+            raise IRError(f"{f} does not belong to {xml_path.with_suffix('.json').name} (content hash differs: an "
+                          "export was interrupted or the files were replaced one by one); re-export the IR")
+    return meta
+
+
+def ir_fingerprint(xml_path: str | Path) -> str:
+    """Content hash of an IR's .xml and .bin: the key of every result measured on it."""
+    xml_path = Path(xml_path)
+    meta = verify_ir(xml_path)
+    files = meta.get("files") or {s: file_hash(xml_path.with_suffix(s)) for s in (".xml", ".bin")}
+    return files[".xml"][:16] + files[".bin"][:16]
+
+
+def read_ir(xml_path: str | Path):
+    """ov.Model of a verified IR; any OpenVINO read error becomes one line naming the file and the fix."""
+    ov = _ov()
+    verify_ir(xml_path)
+    try:
+        return ov.Core().read_model(str(xml_path))
+    except RuntimeError as exc:
+        raise IRError(f"{xml_path}: OpenVINO cannot read this IR ({_first_line(exc)}); the .xml or .bin is corrupt "
+                      "or truncated: re-export it") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.startswith("Check ")]
+    return (lines[0] if lines else type(exc).__name__)[:160]
 
 
 # This CPU family defaults to bf16 inference for fp32 layers; pin f32 so "fp32" in every report means fp32.
@@ -121,11 +177,14 @@ DEFAULT_CPU_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 def compile_ir(xml_path: str | Path, *, shape: Optional[tuple] = None, config: Optional[dict] = None):
     """Compile for the CPU with f32 inference precision unless ``config`` says otherwise."""
     ov = _ov()
-    core = ov.Core()
-    model = core.read_model(str(xml_path))
-    if shape is not None:
-        model.reshape({model.input(0).get_any_name(): ov.PartialShape(list(shape))})
-    return core.compile_model(model, "CPU", {**DEFAULT_CPU_CONFIG, **(config or {})})
+    model = read_ir(xml_path)
+    try:
+        if shape is not None:
+            model.reshape({model.input(0).get_any_name(): ov.PartialShape(list(shape))})
+        return ov.Core().compile_model(model, "CPU", {**DEFAULT_CPU_CONFIG, **(config or {})})
+    except RuntimeError as exc:
+        raise IRError(f"{xml_path}: OpenVINO cannot compile this IR ({_first_line(exc)}); re-export it, or check "
+                      "the input shape") from None
 
 
 def run_ir(compiled, x: torch.Tensor) -> torch.Tensor:
@@ -161,8 +220,11 @@ def check_parity(xml_path: str | Path, torch_model: nn.Module, images: list[torc
                  fp32_tolerance: float = 1e-4, crop_border: int = 4, input_range: tuple = (0.0, 1.0),
                  raise_on_failure: bool = True) -> ParityResult:
     """fp32 IR (no reference_model): tensors must agree to fp32_tolerance. Quantized IR: its mean fidelity to the
-    fp32 reference may fall at most tolerance_db below the torch quantized model's (the IR is worse than what was
-    trained), and rise at most max_gain_db above it (a much better IR is not the model that was trained either).
+    fp32 reference is bounded both ways by the torch quantized model's: at most tolerance_db below (the IR is
+    worse than what was trained) and at most max_gain_db above (a much better IR is not the model that was
+    trained either: quantizers were lost on the way, so its latency and size are not what the report claims; the
+    failure names how many FakeQuantize ops the IR holds against the torch model's enabled quantizers). The only
+    exemption is when both fidelities are >= LOSSLESS_DB, where both are within rounding noise of fp32.
     Tensors cannot be compared: NNCF's fake-quantize and OpenVINO's int8 kernels round differently now and then,
     and on deep models those flips compound: on Real-ESRGAN x4plus after QAT the two fidelities differ per crop by
     up to 1 dB, and by 0.3 dB on the mean of 4 crops, the IR being the closer one."""
@@ -198,12 +260,29 @@ def check_parity(xml_path: str | Path, torch_model: nn.Module, images: list[torc
         result = ParityResult("quality", passed and not problems, max_diff, mean_diff, tf, irf, tolerance_db,
                               len(images), problems)
         if not passed:
-            result.problems.append(f"IR fidelity to fp32 is {irf:.2f} dB but the torch quantized model's is "
-                                   f"{tf:.2f} dB (allowed: {tolerance_db} dB below to {max_gain_db} dB above)")
+            result.problems.append(_parity_problem(xml_path, torch_model, tf, irf, tolerance_db, max_gain_db))
     if raise_on_failure and not result.passed:
         raise ParityError(f"{xml_path}: parity check failed: " + "; ".join(result.problems) +
                           ". The IR does not behave like the torch model; do not deploy it.")
     return result
+
+
+def _parity_problem(xml_path, torch_model, tf: float, irf: float, tolerance_db: float, max_gain_db: float) -> str:
+    """Why a quantized IR failed parity, examined in the direction it failed."""
+    allowed = f"allowed: {tolerance_db} dB below to {max_gain_db} dB above"
+    if irf < tf:
+        return (f"IR fidelity to fp32 is {irf:.2f} dB, {tf - irf:.2f} dB below the torch quantized model's {tf:.2f} "
+                f"dB ({allowed}): the IR loses accuracy the trained model does not (a quantizer range or layer "
+                "converted wrongly)")
+    from .nncf_adapter import quantizer_modules
+
+    enabled = sum(1 for q in quantizer_modules(torch_model).values() if q.is_enabled_quantization())
+    fq = sum(1 for op in read_ir(xml_path).get_ordered_ops() if op.get_type_name() == "FakeQuantize")
+    compact = int(read_meta(xml_path).get("compact_16bit_weights") or 0)
+    return (f"IR fidelity to fp32 is {irf:.2f} dB, {irf - tf:.2f} dB above the torch quantized model's {tf:.2f} dB "
+            f"({allowed}): the IR is not the model that was trained; it holds {fq} FakeQuantize ops"
+            + (f" + {compact} 16-bit weights stored as i16" if compact else "")
+            + f" where the torch model has {enabled} enabled quantizers")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,8 +299,13 @@ def ir_size(xml_path: str | Path, fp32_xml: str | Path | None = None) -> SizeRep
     import xml.etree.ElementTree as ET
 
     xml_path = Path(xml_path)
+    verify_ir(xml_path)
     by_prec: dict[str, int] = {}
-    for layer in ET.parse(xml_path).getroot().iter("layer"):
+    try:
+        root = ET.parse(xml_path).getroot()
+    except ET.ParseError as exc:
+        raise IRError(f"{xml_path}: not a readable IR .xml ({exc}); re-export it") from None
+    for layer in root.iter("layer"):
         if layer.get("type") != "Const":
             continue
         data = layer.find("data")

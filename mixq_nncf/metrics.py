@@ -57,12 +57,30 @@ def _cached(name: str, **kwargs):
     return _CACHE[key]
 
 
+SSIM_MIN_SIZE = 11  # pyiqa's Gaussian window
+
+
+def _check_pair(pred: torch.Tensor, ref: torch.Tensor, crop_border: int, what: str, min_size: int) -> None:
+    """Sizes that pyiqa would answer with an assertion or a nan: one line naming the sizes and the fix."""
+    if pred.shape[-2:] != ref.shape[-2:]:
+        ph, pw = pred.shape[-2:]
+        rh, rw = ref.shape[-2:]
+        raise DataError(f"{what}: the image is {pw}x{ph} but its reference is {rw}x{rh}; compare images of the same "
+                        "size (crop the ground truth to scale x the LR size, or check the --scale)")
+    h, w = pred.shape[-2:]
+    if min(h, w) - 2 * crop_border < min_size:
+        raise DataError(f"{what} needs at least {min_size}x{min_size} pixels after the {crop_border}px border crop; "
+                        f"got {w}x{h}. Use larger images or a smaller crop border (--crop-border / eval.crop_border)")
+
+
 def psnr_y(pred: torch.Tensor, ref: torch.Tensor, crop_border: int = 0) -> float:
+    _check_pair(pred, ref, crop_border, "PSNR", 1)
     m = _cached("psnr", test_y_channel=True, color_space="ycbcr", crop_border=crop_border)
     return float(m(_batch(pred), _batch(ref)).mean())
 
 
 def ssim_y(pred: torch.Tensor, ref: torch.Tensor, crop_border: int = 0) -> float:
+    _check_pair(pred, ref, crop_border, "SSIM", SSIM_MIN_SIZE)
     m = _cached("ssim", test_y_channel=True, color_space="ycbcr", crop_border=crop_border)
     return float(m(_batch(pred), _batch(ref)).mean())
 
@@ -160,6 +178,7 @@ def lpips(pred: torch.Tensor, ref: torch.Tensor) -> float:
         if not f.is_file():
             raise MissingFileError(f"LPIPS needs {f.name}; put it at {f} (LPIPS weights in the pyiqa cache, the "
                                    "AlexNet ImageNet weights in the torch hub checkpoints folder)")
+    _check_pair(pred, ref, 0, "LPIPS", 1)
     m = _cached("lpips", pretrained_model_path=str(weights))
     return float(m(_batch(pred), _batch(ref)).mean())
 

@@ -1,7 +1,9 @@
 """`mixq run`: config -> quantize -> train -> export -> audit -> benchmark -> evaluate -> report.
 
-Every step writes its artifacts atomically into the run folder and is skipped when they already exist, so an
-interrupted run resumes where it stopped (training resumes from its own checkpoint).
+Every step writes its artifacts atomically into the run folder. A result is reused only when the content hash
+of what it measured still matches (the IR's .xml + .bin, the config section, the checkpoint, the eval images),
+so an interrupted run resumes where it stopped (training resumes from its own checkpoint) and a re-exported IR
+is never reported with the old IR's latency or quality.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import Config, bits_name, dump_config, to_dict
-from .io_utils import atomic_write_json, atomic_write_text
+from .io_utils import (atomic_write_json, atomic_write_text, cached_json, content_key, ensure_writable, fault_point,
+                       file_hash, remove_stale_temp)
 
 Log = Callable[[str], None]
 
@@ -110,7 +113,8 @@ def run(cfg: Config, out_dir: Path, *, variants: list[str] | None = None, log: L
     from .models import load_generator
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_writable(out_dir)
+    remove_stale_temp(out_dir)  # what a killed run was writing; its finished outputs stay
     dump_config(cfg, out_dir / "config.json")
     names = variants or cfg.variant_names()
     vcfgs = {n: cfg.variant(n) for n in names}
@@ -124,6 +128,8 @@ def run(cfg: Config, out_dir: Path, *, variants: list[str] | None = None, log: L
     eval_paths = data_mod.resolve_images(cfg.data.eval, "eval")
     if cfg.data.eval_max_images:
         eval_paths = eval_paths[: cfg.data.eval_max_images]
+    eval_key = content_key([(p.name, file_hash(p)) for p in eval_paths], cfg.data.eval_lr, cfg.data.eval_crop,
+                           cfg.model.arch, cfg.model.args, _weights_key(cfg))
     eval_pairs = [eval_set_item for eval_set_item in data_mod.EvalPairs(
         eval_paths, scale, lr_paths=(data_mod.resolve_images(cfg.data.eval_lr, "eval") if cfg.data.eval_lr else None),
         crop=cfg.data.eval_crop)]
@@ -154,16 +160,19 @@ def run(cfg: Config, out_dir: Path, *, variants: list[str] | None = None, log: L
         log(f"[2/7] variant {i + 1}/{len(names)} '{name}'")
         model, plan = _quantized_model(vcfg, fp32, folder, out_dir / "cache", _calib, log)
         art.recipe = recipe_of(vcfg, plan)
+        for conflict in getattr(plan, "conflicts", None) or []:
+            log(f"      warning: {conflict}")
         if vcfg.compression is not None and vcfg.training.iterations > 0:
             model, art.training = _train(vcfg, model, plan, fp32, folder, probe, probe_ref, crop_border, log)
         art.checkpoint = folder / ("train/final.pt" if art.training else "quantized.pt")
-        art.ir, art.parity = _export(vcfg, model, probe_ref, folder, probe, log)
+        art.ir, art.parity = _export(vcfg, model, probe_ref, folder, probe, log, art.checkpoint)
         art.audit, art.size = _audit(vcfg, art.ir, folder, log)
 
     # 5. benchmark, 6. evaluate, 7. report
     baseline = next((n for n in names if vcfgs[n].compression is None), None)
     bench = _benchmark(cfg, arts, fp32, baseline, out_dir, log, progress)
-    quality, per_image = _evaluate(cfg, arts, fp32, eval_pairs, crop_border, out_dir, log, progress, baseline)
+    quality, per_image = _evaluate(cfg, arts, fp32, eval_pairs, crop_border, out_dir, log, progress, baseline,
+                                   eval_key)
     report = _assemble(cfg, arts, bench, quality, baseline, scale, eval_paths, out_dir)
     report["wall_s"] = round(time.perf_counter() - t_start, 1)
     _figures(report, arts, eval_pairs, out_dir)
@@ -186,15 +195,20 @@ def _quantized_model(cfg: Config, fp32, folder: Path, cache: Path, calibration: 
     from .quantize import quantize
 
     ckpt = folder / "quantized.pt"
+    key = content_key(to_dict(cfg.model), _weights_key(cfg), to_dict(cfg.data), to_dict(cfg.input_info),
+                      to_dict(cfg.compression))
     if ckpt.exists():
-        log(f"      quantized model found: {ckpt}")
         loaded = load_quantized(ckpt)
-        return loaded.model, loaded.plan
+        if loaded.meta.get("key") == key:
+            log(f"      quantized model found: {ckpt}")
+            return loaded.model, _with_conflicts(loaded.plan, loaded.meta.get("conflicts"))
+        log(f"      {ckpt} was made from other inputs: quantizing again")
     if cfg.compression is None:
         save_quantized(fp32, ckpt, arch=cfg.model.arch, args=cfg.model.args, plan=None,
-                       meta={"variant": cfg.name, "weights": cfg.model.weights})
+                       meta={"variant": cfg.name, "weights": cfg.model.weights, "key": key})
         return fp32, None
-    plan = resolve_plan(fp32, cfg.compression)
+    input_range = tuple(cfg.input_info.range)
+    plan = resolve_plan(fp32, cfg.compression, input_range)
     base_ckpt = cache / f"ptq_{_ptq_key(cfg, plan)}.pt"
     if base_ckpt.exists():
         log(f"      reusing calibration {base_ckpt.name}")
@@ -203,26 +217,63 @@ def _quantized_model(cfg: Config, fp32, folder: Path, cache: Path, calibration: 
         log(f"      calibrating ({cfg.data.calibration_samples} LR crops of {cfg.data.calibration_patch} px)")
         t0 = time.perf_counter()
         int8_plan = as_int8(plan)
-        model = quantize(fp32, int8_plan, calibration(), compression=cfg.compression,
-                         input_range=tuple(cfg.input_info.range))
+        model = quantize(fp32, int8_plan, calibration(), compression=cfg.compression, input_range=input_range)
         save_quantized(model, base_ckpt, arch=cfg.model.arch, args=cfg.model.args, plan=int8_plan,
                        meta={"calibration_s": time.perf_counter() - t0})
-    apply_plan(model, plan)
+    conflicts = apply_plan(model, plan, input_range=input_range).conflicts
     save_quantized(model, ckpt, arch=cfg.model.arch, args=cfg.model.args, plan=plan,
-                   meta={"variant": cfg.name, "weights": cfg.model.weights})
-    return model, plan
+                   meta={"variant": cfg.name, "weights": cfg.model.weights, "key": key, "conflicts": conflicts})
+    return model, _with_conflicts(plan, conflicts)
+
+
+def _with_conflicts(plan, conflicts):
+    """The plan, carrying the layers whose fp32 wish a shared quantizer overruled (for the run's warning)."""
+    if plan is not None:
+        object.__setattr__(plan, "conflicts", list(conflicts or []))
+    return plan
+
+
+def _weights_key(cfg: Config) -> Any:
+    """The weights file's content hash (a path alone says nothing about what it holds)."""
+    w = cfg.model.weights
+    if w and w != "embedded" and Path(w).is_file():
+        return file_hash(Path(w))
+    return w
+
+
+_HARMLESS_TRAINING = ("log_every", "checkpoint_every", "tensorboard", "device", "num_workers")
+
+
+def _training_key(cfg: Config, start: Path) -> str:
+    training = {k: v for k, v in to_dict(cfg.training).items() if k not in _HARMLESS_TRAINING}
+    return content_key(file_hash(start), training, to_dict(cfg.data), cfg.model.arch)
 
 
 def _train(cfg: Config, model, plan, fp32, folder: Path, probe: list, probe_ref: CachedOutputs, crop_border: int,
            log: Log):
     from .qcheckpoint import load_quantized
-    from .train import train
 
     info_path = folder / "training.json"
     final = folder / "train" / "final.pt"
-    if info_path.exists() and final.exists():
+    key = _training_key(cfg, folder / "quantized.pt")
+
+    def _final_matches(info: dict) -> bool:
+        return final.is_file() and info.get("final_sha256") == file_hash(final)
+
+    def _compute() -> dict:
+        return _run_training(cfg, model, plan, probe, probe_ref, crop_border, fp32, folder, final, log)
+
+    info, reused = cached_json(info_path, key, _compute, valid=_final_matches)
+    if reused:
         log(f"      trained model found: {final}")
-        return load_quantized(final).model, json.loads(info_path.read_text())
+    return load_quantized(final).model, info
+
+
+def _run_training(cfg: Config, model, plan, probe: list, probe_ref, crop_border: int, fp32, folder: Path,
+                  final: Path, log: Log) -> dict:
+    from .qcheckpoint import load_quantized
+    from .train import train
+
     before = torch_fidelity(model, probe_ref, probe, crop_border)
     log(f"      QAT: {cfg.training.iterations} steps (fidelity before {before:.2f} dB)")
     t0 = time.perf_counter()
@@ -231,62 +282,75 @@ def _train(cfg: Config, model, plan, fp32, folder: Path, probe: list, probe_ref:
     after = torch_fidelity(trained, probe_ref, probe, crop_border)
     info = {"steps": cfg.training.iterations, "fidelity_before": before, "fidelity_after": after,
             "wall_s": time.perf_counter() - t0, "probe": f"{len(probe)} centre LR crops of the eval images, torch",
-            "result": to_dict(result) if hasattr(result, "__dataclass_fields__") else str(result)}
-    atomic_write_json(info_path, info)
+            "result": to_dict(result) if hasattr(result, "__dataclass_fields__") else str(result),
+            "final_sha256": file_hash(final)}
     log(f"      QAT done: fidelity {before:.2f} -> {after:.2f} dB")
-    return trained, info
+    return info
 
 
-def _export(cfg: Config, model, probe_ref: CachedOutputs, folder: Path, probe: list, log: Log):
-    from .export import check_parity, export_ir
+def _export(cfg: Config, model, probe_ref: CachedOutputs, folder: Path, probe: list, log: Log, checkpoint: Path):
+    from .export import check_parity, export_ir, ir_fingerprint
 
     xml = folder / "model.xml"
-    parity_path = folder / "parity.json"
-    if xml.exists() and parity_path.exists():
+    source = checkpoint if checkpoint.is_file() else None
+    key = content_key(file_hash(source) if source else None, to_dict(cfg.export), list(probe[0].shape))
+    if _ir_matches(xml, key):
         log(f"      IR found: {xml}")
-        return xml, json.loads(parity_path.read_text())
-    log("      exporting OpenVINO IR")
-    meta = {"arch": cfg.model.arch, "args": cfg.model.args, "weights": cfg.model.weights, "variant": cfg.name}
-    export_ir(model, xml, example_input=probe[0], dynamic=cfg.export.dynamic_shape,
-              compact_16bit=cfg.export.compact_16bit, meta=meta)
-    images = [p for p in probe[: max(1, cfg.export.parity_images)]]
-    parity = check_parity(xml, model, images, reference_model=probe_ref if cfg.compression is not None else None,
-                          tolerance_db=cfg.export.parity_tolerance_db, max_gain_db=cfg.export.parity_max_gain_db,
-                          fp32_tolerance=cfg.export.fp32_tolerance)
-    parity_dict = to_dict(parity)
-    atomic_write_json(parity_path, parity_dict)
-    return xml, parity_dict
+    else:
+        log("      exporting OpenVINO IR")
+        meta = {"arch": cfg.model.arch, "args": cfg.model.args, "weights": cfg.model.weights, "variant": cfg.name,
+                "source_key": key}
+        export_ir(model, xml, example_input=probe[0], dynamic=cfg.export.dynamic_shape,
+                  compact_16bit=cfg.export.compact_16bit, meta=meta)
+
+    def _parity() -> dict:
+        images = [p for p in probe[: max(1, cfg.export.parity_images)]]
+        return to_dict(check_parity(xml, model, images,
+                                    reference_model=probe_ref if cfg.compression is not None else None,
+                                    tolerance_db=cfg.export.parity_tolerance_db,
+                                    max_gain_db=cfg.export.parity_max_gain_db,
+                                    fp32_tolerance=cfg.export.fp32_tolerance))
+
+    parity, _ = cached_json(folder / "parity.json", content_key(ir_fingerprint(xml), to_dict(cfg.export)), _parity)
+    return xml, parity
+
+
+def _ir_matches(xml: Path, key: str) -> bool:
+    """A complete IR (its .xml/.bin are the pair its sidecar names) exported from the same checkpoint/settings."""
+    from .errors import IRError
+    from .export import verify_ir
+
+    if not xml.is_file():
+        return False
+    try:
+        return verify_ir(xml).get("source_key") == key
+    except IRError:
+        return False
 
 
 def _audit(cfg: Config, xml: Path, folder: Path, log: Log):
     from .audit import audit_runtime
-    from .export import ir_size
+    from .export import ir_fingerprint, ir_size
 
-    path = folder / "audit.json"
-    if path.exists():
-        saved = json.loads(path.read_text())
-        return saved["audit"], saved["size"]
     shape = tuple(cfg.input_info.sample_size)
-    audit = to_dict(audit_runtime(xml, input_shape=shape))
-    audit.pop("ops", None)
-    size = to_dict(ir_size(xml))
-    atomic_write_json(path, {"audit": audit, "size": size})
-    return audit, size
+
+    def _compute() -> dict:
+        audit = to_dict(audit_runtime(xml, input_shape=shape))
+        audit.pop("ops", None)
+        return {"audit": audit, "size": to_dict(ir_size(xml))}
+
+    saved, _ = cached_json(folder / "audit.json", content_key(ir_fingerprint(xml), list(shape)), _compute)
+    return saved["audit"], saved["size"]
 
 
 def _benchmark(cfg: Config, arts: dict[str, VariantArtifacts], fp32, baseline: str | None, out_dir: Path,
                log: Log, progress: bool) -> dict:
     """All variant IRs and the peers timed in one interleaved run (ratios are only fair within one run)."""
-    from .audit import layer_time_shares
-    from .bench import Target, benchmark, machine_info
+    from .bench import Target
+    from .export import ir_fingerprint
 
     path = out_dir / "bench.json"
     names = list(arts)
-    if path.exists():
-        saved = json.loads(path.read_text())
-        if saved.get("variants") == names and saved.get("settings") == to_dict(cfg.benchmark):
-            log("[5/7] benchmark found")
-            return saved
     targets = [Target(name=n, kind="openvino", path=a.ir) for n, a in arts.items()]
     peers = list(cfg.benchmark.peers)
     peer_names: list[str] = []
@@ -294,16 +358,33 @@ def _benchmark(cfg: Config, arts: dict[str, VariantArtifacts], fp32, baseline: s
         from .export import export_ir
 
         xml = out_dir / "peers" / "ov_fp32.xml"
-        if not xml.exists():
+        peer_key = content_key(cfg.model.arch, cfg.model.args, _weights_key(cfg), cfg.export.dynamic_shape)
+        if not _ir_matches(xml, peer_key):
             import torch
 
             sample = torch.rand(*cfg.input_info.sample_size)
-            export_ir(fp32, xml, example_input=sample, dynamic=cfg.export.dynamic_shape, compact_16bit=False)
+            export_ir(fp32, xml, example_input=sample, dynamic=cfg.export.dynamic_shape, compact_16bit=False,
+                      meta={"source_key": peer_key})
         targets.append(Target(name="ov_fp32", kind="openvino", path=xml))
         peer_names.append("ov_fp32")
     if "torch_fp32" in peers:
         targets.append(Target(name="torch_fp32", kind="torch", model=fp32))
         peer_names.append("torch_fp32")
+    key = content_key({t.name: ir_fingerprint(t.path) for t in targets if t.kind == "openvino"}, peer_names,
+                      "torch_fp32" in peers and (cfg.model.arch, cfg.model.args, _weights_key(cfg)),
+                      to_dict(cfg.benchmark), baseline)
+    result, reused = cached_json(path, key, lambda: _measure(cfg, arts, targets, peer_names, names, baseline, log,
+                                                             progress))
+    if reused:
+        log("[5/7] benchmark found")
+    return result
+
+
+def _measure(cfg: Config, arts: dict[str, VariantArtifacts], targets: list, peer_names: list, names: list,
+             baseline: str | None, log: Log, progress: bool) -> dict:
+    from .audit import layer_time_shares
+    from .bench import benchmark, machine_info
+
     h, w = cfg.benchmark.input_size
     log(f"[5/7] benchmarking {len(targets)} targets at 1x3x{h}x{w} (interleaved, {cfg.benchmark.iterations} runs each)")
     stats = benchmark(targets, input_size=(h, w), threads=cfg.benchmark.threads, streams=cfg.benchmark.streams,
@@ -315,7 +396,7 @@ def _benchmark(cfg: Config, arts: dict[str, VariantArtifacts], fp32, baseline: s
         if n != baseline and a.audit.get("conv_fp32", 0):
             shares = layer_time_shares(a.ir, (1, 3, h, w))
             result["fp32_time_share"][n] = to_dict(shares)
-    atomic_write_json(path, result)
+    fault_point("benchmark")
     return result
 
 
@@ -326,8 +407,30 @@ def _run_ir(compiled, lr):
 
 
 def _evaluate(cfg: Config, arts: dict[str, VariantArtifacts], fp32, eval_pairs: list, crop_border: int,
-              out_dir: Path, log: Log, progress: bool, baseline: str | None = None) -> tuple[dict, list]:
+              out_dir: Path, log: Log, progress: bool, baseline: str | None = None,
+              eval_key: str | None = None) -> tuple[dict, list]:
     """Score each variant's OpenVINO output: fidelity to the fp32 model, no-reference quality, and GT metrics."""
+    from .export import ir_fingerprint
+
+    path = out_dir / "eval" / "summary.json"
+    names = list(arts)
+    metric_names = list(cfg.eval.metrics)
+    key = content_key({n: ir_fingerprint(a.ir) for n, a in arts.items()}, metric_names, crop_border, baseline,
+                      eval_key)
+
+    def _samples_kept(saved: dict) -> bool:
+        return all(_sample_path(out_dir, n).is_file() for n in ["bicubic"] + names)
+
+    saved, reused = cached_json(path, key, lambda: _score(cfg, arts, fp32, eval_pairs, crop_border, out_dir, log,
+                                                          progress, baseline, names, metric_names),
+                                valid=_samples_kept)
+    if reused:
+        log("[6/7] evaluation found")
+    return saved["quality"], saved["per_image"]
+
+
+def _score(cfg: Config, arts: dict[str, VariantArtifacts], fp32, eval_pairs: list, crop_border: int, out_dir: Path,
+           log: Log, progress: bool, baseline: str | None, names: list, metric_names: list) -> dict:
     import csv
     import io
 
@@ -338,15 +441,6 @@ def _evaluate(cfg: Config, arts: dict[str, VariantArtifacts], fp32, eval_pairs: 
     from .export import compile_ir
     from .metrics import MetricSuite
 
-    path = out_dir / "eval" / "summary.json"
-    names = list(arts)
-    metric_names = list(cfg.eval.metrics)
-    if path.exists():
-        saved = json.loads(path.read_text())
-        samples = all(_sample_path(out_dir, n).is_file() for n in ["bicubic"] + names)
-        if saved.get("variants") == names and saved.get("metrics") == metric_names and samples:
-            log("[6/7] evaluation found")
-            return saved["quality"], saved["per_image"]
     suite = MetricSuite(metric_names, crop_border)
     log(f"[6/7] evaluating {len(names)} variants on {len(eval_pairs)} images ({', '.join(metric_names)})")
     with torch.no_grad():
@@ -370,8 +464,7 @@ def _evaluate(cfg: Config, arts: dict[str, VariantArtifacts], fp32, eval_pairs: 
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out_dir / "eval" / "per_image.csv", buf.getvalue())
-    atomic_write_json(path, {"variants": names, "metrics": metric_names, "quality": quality, "per_image": rows})
-    return quality, rows
+    return {"variants": names, "metrics": metric_names, "quality": quality, "per_image": rows}
 
 
 def _assemble(cfg: Config, arts: dict[str, VariantArtifacts], bench: dict, quality: dict, baseline: str | None,

@@ -7,7 +7,7 @@ is needed and one calibration serves every plan (sweeps, variants).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
@@ -41,6 +41,13 @@ def _nncf_qparams(spec):
 def quantize(model: nn.Module, plan: PrecisionPlan, calibration: list[torch.Tensor], *,
              compression: CompressionSection, input_range: tuple[float, float] | None = None) -> nn.Module:
     """NNCF PTQ of a copy of ``model`` (calibrated 8-bit ranges), then the plan's bits applied per layer."""
+    return quantize_with_conflicts(model, plan, calibration, compression=compression, input_range=input_range)[0]
+
+
+def quantize_with_conflicts(model: nn.Module, plan: PrecisionPlan, calibration: list[torch.Tensor], *,
+                            compression: CompressionSection,
+                            input_range: tuple[float, float] | None = None) -> tuple[nn.Module, list[str]]:
+    """quantize(), also returning the layers whose fp32 wish a shared activation quantizer overruled."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
@@ -71,8 +78,8 @@ def quantize(model: nn.Module, plan: PrecisionPlan, calibration: list[torch.Tens
     qmodel = nncf.quantize(work, nncf.Dataset(calibration), preset=preset,
                            subset_size=min(len(calibration), compression.initializer.range.num_init_samples),
                            advanced_parameters=advanced, **kwargs)
-    apply_plan(qmodel, plan, example=calibration[0], input_range=input_range or plan.input_range)
-    return qmodel
+    applied = apply_plan(qmodel, plan, example=calibration[0], input_range=input_range or plan.input_range)
+    return qmodel, list(applied.conflicts)
 
 
 @dataclass
@@ -80,6 +87,7 @@ class QuantizeResult:
     fp32_model: nn.Module
     model: nn.Module
     plan: Optional[PrecisionPlan]
+    conflicts: list[str] = field(default_factory=list)  # fp32 wishes a shared quantizer overruled
 
 
 def quantize_from_config(cfg: Config, *, calibration: list[torch.Tensor] | None = None,
@@ -95,5 +103,6 @@ def quantize_from_config(cfg: Config, *, calibration: list[torch.Tensor] | None 
 
         calibration = calibration_inputs(cfg.data.calibration or cfg.data.train, cfg.data.calibration_samples,
                                          cfg.data.calibration_patch, int(fp32.scale), cfg.data.seed)
-    model = quantize(fp32, plan, calibration, compression=cfg.compression, input_range=tuple(cfg.input_info.range))
-    return QuantizeResult(fp32, model, plan)
+    model, conflicts = quantize_with_conflicts(fp32, plan, calibration, compression=cfg.compression,
+                                               input_range=tuple(cfg.input_info.range))
+    return QuantizeResult(fp32, model, plan, conflicts)

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Config, to_dict
-from .errors import MixqError, TrainingDiverged
-from .io_utils import atomic_torch_save, atomic_write_text
+from .config import Config, config_changes, to_dict
+from .errors import MixqError, OutputError, TrainingDiverged
+from .io_utils import atomic_torch_save, atomic_write_text, ensure_writable, fault_point
 
 CHECKPOINT_FORMAT = "mixq-nncf/train-state-v1"
 
@@ -143,10 +143,71 @@ class _CsvLog:
             self.tb.flush()
 
 
+# config keys a resumed run may change: they do not change what is trained (iterations may grow to extend a run)
+RESUME_HARMLESS = ("training.iterations", "training.log_every", "training.checkpoint_every", "training.tensorboard",
+                   "training.device", "training.num_workers", "data.eval", "data.eval_lr", "data.eval_max_images",
+                   "data.eval_crop")
+RESUME_IGNORED_SECTIONS = ("name", "description", "variants", "export", "benchmark", "eval")
+
+
+def resume_changes(saved: dict, cfg: Config) -> list[str]:
+    """'key: old -> new' for every config change that makes a resumed run another experiment."""
+    return [c for c in config_changes(saved, to_dict(cfg), RESUME_IGNORED_SECTIONS)
+            if c.split(":")[0] not in RESUME_HARMLESS]
+
+
+def check_out_dir(out_dir: str | Path, resume: bool, model: Optional[nn.Module] = None) -> Path:
+    """Before any work: refuse to overwrite a run without --resume, and a folder we cannot write or fill."""
+    out_dir = Path(out_dir)
+    existing = [p for p in (out_dir / "final.pt", out_dir / "checkpoints" / "last.pt") if p.is_file()]
+    if existing and not resume:
+        raise OutputError(f"{out_dir} already holds a training run ({', '.join(p.name for p in existing)}); "
+                          "continue it with --resume, or use another --out (or delete that folder) to start over")
+    # model, EMA copy and two Adam moments per parameter, written twice (temp file + the one it replaces)
+    need = 8 * 4 * sum(p.numel() for p in model.parameters()) if model is not None else 0
+    return ensure_writable(out_dir, need_bytes=need)
+
+
+def _device_of(m: nn.Module) -> torch.device:
+    first = next(iter(list(m.parameters()) + list(m.buffers())), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def _snapshot(m: nn.Module) -> tuple:
+    """Where a caller's model lives and how it is set (device, train mode, requires_grad per parameter)."""
+    return _device_of(m), m.training, [p.requires_grad for p in m.parameters()]
+
+
+def _restore(m: nn.Module, snap: tuple) -> None:
+    device, training, grads = snap
+    m.to(device)
+    m.train(training)
+    for p, g in zip(m.parameters(), grads):
+        p.requires_grad_(g)
+
+
 def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_dir: str | Path,
           resume: bool = False, plan=None, progress: bool = True,
           on_step: Optional[Callable[[int, dict], None]] = None) -> TrainResult:
-    """Train ``model`` in place for cfg.training.iterations steps; writes checkpoints/last.pt and final.pt."""
+    """Train ``model`` in place for cfg.training.iterations steps; writes checkpoints/last.pt and final.pt.
+
+    Training runs on training.device; the caller's models stay where they were: ``model`` comes back on its own
+    device in eval mode, ``teacher`` (often shared with later steps) on its device with its mode and
+    requires_grad flags unchanged. Without ``resume`` an out_dir that already holds a run is refused.
+    """
+    model_snap = _snapshot(model)
+    teacher_snap = _snapshot(teacher) if teacher is not None else None
+    try:
+        return _train(cfg, model=model, teacher=teacher, out_dir=out_dir, resume=resume, plan=plan,
+                      progress=progress, on_step=on_step)
+    finally:
+        model.to(model_snap[0])
+        if teacher is not None:
+            _restore(teacher, teacher_snap)
+
+
+def _train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_dir: str | Path,
+           resume: bool, plan, progress: bool, on_step: Optional[Callable[[int, dict], None]]) -> TrainResult:
     from tqdm import tqdm
 
     from .data import TrainPatches, resolve_images
@@ -159,9 +220,9 @@ def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_di
     device = pick_device(t.device)
     rank, world = _dist_setup(device)
     is_main = rank == 0
-    if is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / "checkpoints" / "last.pt"
+    if is_main:
+        check_out_dir(out_dir, resume, model)
 
     use_gan = t.gan_weight > 0 and not t.distill_only
     use_perceptual = t.perceptual_weight > 0 and not t.distill_only
@@ -219,6 +280,11 @@ def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_di
         state = load_train_state(ckpt_path, device)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise MixqError(f"{ckpt_path} is not a mixq training checkpoint; remove it or use another --out")
+        changed = resume_changes(state.get("config") or {}, cfg)
+        if changed:
+            shown = "; ".join(changed[:6]) + (f"; and {len(changed) - 6} more" if len(changed) > 6 else "")
+            raise OutputError(f"{ckpt_path} was trained with another config ({shown}); resuming would mix two "
+                              "experiments: restore those values, or use another --out to start this one")
         model.load_state_dict(state["generator"])
         opt_g.load_state_dict(state["opt_g"])
         _load_sched_state(sched_g, state["sched_g"])
@@ -347,6 +413,7 @@ def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_di
         if done % max(1, t.checkpoint_every) == 0 or done == t.iterations:
             save_state(done)
             log.flush()
+            fault_point("train.checkpoint")
     bar.close()
     if taps is not None:
         taps.close()

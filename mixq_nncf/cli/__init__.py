@@ -16,6 +16,8 @@ COMMANDS = {
     "bench": ("mixq_nncf.cli.bench_cmd", "OpenVINO CPU latency/throughput against fp32 peers"),
     "eval": ("mixq_nncf.cli.eval_cmd", "score a model or images: PSNR/SSIM, fidelity, NIQE, NRQM, PI, LPIPS"),
     "upscale": ("mixq_nncf.cli.upscale_cmd", "upscale images with an OpenVINO IR (tiled)"),
+    "sweep": ("mixq_nncf.cli.sweep_cmd", "per-stage/block/layer sensitivity with measured CPU latency and size"),
+    "allocate": ("mixq_nncf.cli.allocate_cmd", "choose the layers to keep high under a latency/size/fidelity budget"),
     "run": ("mixq_nncf.cli.run_cmd", "config -> quantize -> train -> export -> benchmark -> report"),
     "demo": ("mixq_nncf.cli.run_cmd", "the embedded offline demo: four variants of Real-ESRGAN x4plus"),
 }
@@ -31,10 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Mixed-precision quantization of super-resolution GAN generators with NNCF, "
                     "exported to OpenVINO and measured on the CPU.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full Python traceback when a command fails (for bug reports)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module, _name=name)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full Python traceback when the command fails")
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -64,11 +70,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(mod.run(args) or 0)
     except (ConfigError, MixqError, UserError) as exc:
+        if args.debug:
+            raise
         print(f"mixq {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mixq {args.command}: interrupted; finished outputs are kept, re-run to resume", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns an unexpected failure into one line
+        if args.debug:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(f"mixq {args.command}: unexpected error: {type(exc).__name__}: {first} "
+              f"(run `mixq --debug {args.command} ...` for the traceback and report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

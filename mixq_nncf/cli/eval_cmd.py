@@ -62,6 +62,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from ..data import EvalPairs, list_images, load_image, resolve_images
+    from ..errors import DataError
     from ..io_utils import atomic_write_json, atomic_write_text
     from ..metrics import MetricSuite
     from . import UserError
@@ -79,7 +80,10 @@ def run(args) -> int:
             gt = load_image(gts[p.stem]) if p.stem in gts else None
             if args.gt and gt is None:
                 raise UserError(f"no ground truth for {p.name} in {args.gt}")
-            rows.append({"image": p.stem, **suite.score(load_image(p).clamp(0, 1), gt=gt)})
+            try:
+                rows.append({"image": p.stem, **suite.score(load_image(p).clamp(0, 1), gt=gt)})
+            except DataError as exc:
+                raise DataError(f"{p} vs {gts[p.stem]}: {exc}" if gt is not None else f"{p}: {exc}") from None
     else:
         if not args.model:
             raise UserError("give --model (to run a model) or --pred/--gt (to score images)")

@@ -49,6 +49,8 @@ def run(args) -> int:
               if effective.get(n) and effective[n] != p]
     print(md)
     print()
+    for conflict in result.conflicts:
+        print(f"warning: {conflict}", file=sys.stderr)
     print("Layers per precision: " + ", ".join(f"{k}: {v}" for k, v in result.plan.counts().items()))
     if raised:
         print("Shared quantizers raised these layers to the highest bits any consumer asked for: "

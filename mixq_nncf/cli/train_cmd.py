@@ -29,11 +29,13 @@ def run(args) -> int:
     from ..models import load_generator
     from ..qcheckpoint import load_quantized
     from ..quantize import quantize_from_config
-    from ..train import train
+    from ..train import check_out_dir, train
 
     overrides = list(args.overrides) + ([f"training.device={args.device}"] if args.device else [])
     cfg = load_config(args.config, overrides)
     out = Path(args.out)
+    if int(os.environ.get("RANK", "0")) == 0:
+        check_out_dir(out, args.resume)  # before quantizing: a refused folder must not cost the calibration
     teacher = load_generator(cfg.model.arch, cfg.model.args, cfg.model.weights)
     if args.from_ckpt:
         ck = load_quantized(args.from_ckpt)

@@ -54,7 +54,10 @@ PRESETS: dict[str, ModelPreset] = {
 def build_generator(name: str, **overrides: Any) -> nn.Module:
     """Build a preset's architecture (random init); ``overrides`` change constructor args (e.g. tiny widths)."""
     if name not in PRESETS:
-        raise KeyError(f"unknown model '{name}'; choose one of: {', '.join(sorted(PRESETS))}")
+        from ..config import ConfigError
+
+        raise ConfigError(f"model.arch: unknown model '{name}'; choose one of: {', '.join(sorted(PRESETS))} "
+                          "(`mixq models` lists them)")
     preset = PRESETS[name]
     return preset.arch(**{**preset.kwargs, **overrides})
 

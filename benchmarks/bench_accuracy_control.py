@@ -1,0 +1,115 @@
+"""NNCF quantize_with_accuracy_control on the fp32 IR vs `mixq allocate`, one run, same fidelity target.
+
+NNCF's accuracy control quantizes the OpenVINO model, then greedily reverts the quantizer groups that cost the
+most metric to fp32 until the drop is met. Its metric here is fidelity to the fp32 output (PSNR-Y, capped at the
+50 dB lossless ceiling, so the fp32 model scores 50 and a drop D means fidelity >= 50 - D), on the same eval
+photos mixq verifies on. Latency is measured interleaved with the sweep's all-int8 and paper-recipe IRs.
+
+    python benchmarks/bench_accuracy_control.py runs/sweep_x4plus --min-fidelity-db 34.9
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sweep_dir", help="a finished `mixq sweep` folder (its irs/fp32.xml and config are used)")
+    p.add_argument("--min-fidelity-db", type=float, required=True, help="fidelity target, dB (drop = 50 - target)")
+    p.add_argument("--val-crop", type=int, default=48, help="LR centre crop of each eval photo for validation")
+    p.add_argument("--bench-iterations", type=int, default=30)
+    p.add_argument("--ranking-subset", type=int, default=4)
+    args = p.parse_args(argv)
+
+    import nncf
+    import numpy as np
+    import openvino as ov
+    import torch
+    from nncf.quantization.advanced_parameters import (AdvancedAccuracyRestorerParameters,
+                                                       AdvancedQuantizationParameters, OverflowFix)
+
+    from mixq_nncf.allocate import CEILING_DB
+    from mixq_nncf.audit import audit_runtime
+    from mixq_nncf.bench import Target, benchmark, machine_info
+    from mixq_nncf.config import parse_config
+    from mixq_nncf.data import calibration_inputs
+    from mixq_nncf.export import compile_ir, ir_size, run_ir
+    from mixq_nncf.io_utils import atomic_write_json
+    from mixq_nncf.metrics import psnr_y
+    from mixq_nncf.sweep import Context, SweepSpec, ir_fidelity
+    from mixq_nncf.sweep_report import plot_pareto
+
+    d = Path(args.sweep_dir)
+    summary = json.loads((d / "sweep.json").read_text())
+    cfg = parse_config(json.loads((d / "config.json").read_text()))
+    ctx = Context(cfg, SweepSpec(), d, print)
+    fp32_xml = d / "irs" / "fp32.xml"
+    scale, border = ctx.scale, ctx.crop_border
+    calib = [c.numpy() for c in calibration_inputs(cfg.data.calibration or cfg.data.train, cfg.data.calibration_samples,
+                                                   cfg.data.calibration_patch, scale, cfg.data.seed)]
+    c = args.val_crop
+    val = []
+    for pair in ctx.eval_pairs():
+        lr = pair["lr"]
+        h, w = lr.shape[-2:]
+        top, left = (h - c) // 2, (w - c) // 2
+        val.append(lr[None, :, top:top + c, left:left + c].contiguous())
+    ref_model = compile_ir(fp32_xml)
+    refs = [run_ir(ref_model, x).clamp(0, 1) for x in val]
+
+    def validate(compiled, items):
+        vals = []
+        for i, x in items:
+            out = torch.from_numpy(np.asarray(compiled(x.numpy())[compiled.output(0)])).clamp(0, 1)
+            vals.append(min(CEILING_DB, psnr_y(out, refs[i], border)))
+        return float(np.mean(vals)), vals
+
+    target = args.min_fidelity_db
+    t0 = time.perf_counter()
+    core = ov.Core()
+    model = core.read_model(str(fp32_xml))
+    quantized = nncf.quantize_with_accuracy_control(
+        model, nncf.Dataset(calib), nncf.Dataset(list(enumerate(val)), lambda item: item[1].numpy()), validate,
+        max_drop=CEILING_DB - target, preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calib),
+        fast_bias_correction=True,
+        advanced_quantization_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.DISABLE,
+                                                                         disable_bias_correction=True),
+        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+            ranking_subset_size=args.ranking_subset))
+    wall = time.perf_counter() - t0
+    xml = d / "nncf_ac" / "model.xml"
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(quantized, str(xml), compress_to_fp16=False)
+    h, w = summary["input_size"]
+    irs = d / "irs"
+    stats = {s.name: s.median_ms for s in benchmark(
+        [Target("int8", "openvino", irs / "int8.xml"), Target("nncf_ac", "openvino", xml),
+         Target("paper", "openvino", irs / "paper.xml")], input_size=(h, w), iterations=args.bench_iterations,
+        warmup=2, progress=False)}
+    fid = ir_fidelity(xml, fp32_xml, ctx.eval_pairs(), border)
+    audit = audit_runtime(xml, (1, 3, h, w))
+    mi = machine_info()
+    result = {"tool": "nncf.quantize_with_accuracy_control", "nncf": nncf.__version__, "target_fidelity_db": target,
+              "max_drop": CEILING_DB - target, "wall_s": round(wall, 1), "latency_ms": stats["nncf_ac"],
+              "latency_ratio": stats["nncf_ac"] / stats["int8"], "paper_ratio": stats["paper"] / stats["int8"],
+              "fidelity_db": fid["psnr"], "fidelity_ssim": fid["ssim"], "eval_images": fid["images"],
+              "size_bytes": ir_size(xml).bin_bytes, "runtime_convs": {"int8": audit.conv_int8, "fp32": audit.conv_fp32},
+              "fp32_convs": audit.fp32_convs, "validation": {"crops": len(val), "crop": c},
+              "machine": {"cpu": mi.cpu, "cores": mi.cores}}
+    atomic_write_json(d / "nncf_ac" / "result.json", result)
+    atomic_write_json(d / "point_nncf_ac.json", {"name": f"NNCF accuracy control (>= {target:g} dB)",
+                                                 "latency_ms": result["latency_ratio"] * summary["latency_ms"]["int8"],
+                                                 "size_bytes": result["size_bytes"], "fidelity_db": fid["psnr"]})
+    plot_pareto(summary, d / "pareto.png")
+    print(f"| tool | wall s | latency vs int8 | fidelity dB | convs int8/fp32 |\n|---|---|---|---|---|\n"
+          f"| NNCF accuracy control | {wall:.0f} | {result['latency_ratio']:.3f} | {fid['psnr']:.2f} | "
+          f"{audit.conv_int8}/{audit.conv_fp32} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

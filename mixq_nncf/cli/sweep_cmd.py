@@ -1,0 +1,90 @@
+"""`mixq sweep CONFIG --out DIR`: per-stage / block / layer sensitivity with measured CPU costs."""
+from __future__ import annotations
+
+import argparse
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HxW in LR pixels, e.g. 64x64") from None
+    if h < 8 or w < 8:
+        raise argparse.ArgumentTypeError(f"{text!r}: at least 8x8")
+    return h, w
+
+
+def add_parser(p: argparse.ArgumentParser, name: str) -> None:
+    p.description = (
+        "Measure what each unit of the model (a stage, a residual block, or one conv layer) gains in fidelity to "
+        "fp32 when kept at high precision on an all-int8 model, what it loses when dropped to int8 on an all-high "
+        "model, and what it costs in CPU milliseconds (OpenVINO performance counters at --input-size) and IR bytes. "
+        "One calibration serves every candidate. For --granularity layer a cheap noise x sensitivity proxy ranks "
+        "all layers and the top contenders are measured. Resumable: finished jobs are lines in DIR/results.jsonl "
+        "and are skipped on re-run. Writes DIR/sweep.md, sweep.json, stages.png, layers.png, pareto.png; then "
+        "`mixq allocate DIR` picks the layers to keep high under a budget.")
+    p.add_argument("config", help="single-variant JSON config with a compression section (see configs/)")
+    p.add_argument("--out", required=True, help="sweep folder (re-use it to resume)")
+    p.add_argument("--granularity", choices=["stage", "block", "layer"], default="layer",
+                   help="finest unit measured (stages are always measured); default layer")
+    p.add_argument("--mode", choices=["ptq", "qat"], default="ptq",
+                   help="qat: also refine the top candidates with a short distillation QAT")
+    p.add_argument("--input-size", type=_size, default=None, metavar="HxW",
+                   help="LR input size the latency costs are measured at (default: the config's benchmark size)")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="run every N-th job only (0-based I); under torchrun RANK/WORLD_SIZE choose it")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="run N shards as parallel processes on this machine, then write the report")
+    p.add_argument("--top-k", type=int, default=24, help="layer units measured by proxy gain (default 24)")
+    p.add_argument("--top-k-cheap", type=int, default=12,
+                   help="further layer units measured by proxy gain per MAC (default 12)")
+    p.add_argument("--rank-images", type=int, default=6, help="crops in the ranking subset (default 6)")
+    p.add_argument("--rank-crop", type=int, default=40, help="LR size of the ranking crops (default 40)")
+    p.add_argument("--qat-steps", type=int, default=20, help="QAT steps per candidate in --mode qat")
+    p.add_argument("--qat-top", type=int, default=3, help="candidates refined by QAT in --mode qat")
+    p.add_argument("--niqe", action="store_true", help="also score NIQE on the ranking subset (slow, noisy)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args) -> int:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ..config import load_config
+    from ..sweep import SweepSpec, parse_shard, run_sweep
+
+    cfg = load_config(args.config, args.overrides)
+    size = tuple(args.input_size or cfg.benchmark.input_size)
+    spec = SweepSpec(granularity=args.granularity, mode=args.mode, input_size=size, top_k=args.top_k,
+                     top_k_cheap=args.top_k_cheap, rank_images=args.rank_images, rank_crop=args.rank_crop,
+                     qat_steps=args.qat_steps, qat_top=args.qat_top, niqe=args.niqe)
+    out = Path(args.out)
+    if args.jobs > 1 and not args.shard:
+        argv = [a for a in sys.argv[1:]]
+        i = argv.index("--jobs") if "--jobs" in argv else None
+        if i is not None:
+            del argv[i:i + 2]
+        argv = [a for a in argv if not a.startswith("--jobs=")]
+        threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
+        env = {**os.environ, "OMP_NUM_THREADS": threads}
+        procs = [subprocess.Popen([sys.executable, "-m", "mixq_nncf.cli", *argv, "--shard", f"{k}/{args.jobs}",
+                                   "--quiet"], env=env) for k in range(args.jobs)]
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            print(f"mixq sweep: shard processes exited with {codes}", file=sys.stderr)
+        outcome = run_sweep(cfg, out, spec, shard=(0, 1), progress=not args.quiet)
+    else:
+        outcome = run_sweep(cfg, out, spec, shard=parse_shard(args.shard), progress=not args.quiet)
+    for note in outcome.notes:
+        print(note)
+    if outcome.summary:
+        s = outcome.summary
+        print((out / "sweep.md").read_text())
+        print(f"Written: {out / 'sweep.md'}, {out / 'sweep.json'}, stages.png, layers.png, pareto.png "
+              f"({outcome.jobs} jobs, {outcome.failed} failed this run, {outcome.wall_s:.0f} s)")
+        return 0 if not s["failed_jobs"] else 1
+    return 0 if outcome.failed == 0 else 1

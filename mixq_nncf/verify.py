@@ -1,0 +1,172 @@
+"""`mixq allocate`: solve on a sweep's measurements, build the chosen config's IR, measure it, step back on a miss.
+
+The written config is an ordinary one: the sweep's config with ``scope_overrides`` naming the layers kept at
+16 bits (which run as fp32 convolutions on the CPU plugin). 16-bit rather than ignored_scopes keeps the
+calibration the sweep measured with (an ignored scope changes what nncf.quantize produces).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+from .allocate import CEILING_DB, Allocation, Base, Budget, BudgetError, Item, solve
+from .config import ConfigError, parse_config
+from .io_utils import atomic_write_json, atomic_write_text
+
+
+def read_sweep(sweep_dir: Path) -> dict:
+    path = Path(sweep_dir) / "sweep.json"
+    if not path.is_file():
+        raise BudgetError(f"{path} not found: run `mixq sweep CONFIG --out {sweep_dir}` to the end first (a sharded "
+                          "sweep writes it once every shard's results.jsonl is in the folder)")
+    return json.loads(path.read_text())
+
+
+def allocation_config(base_cfg: dict, chosen: list[Item], description: str) -> dict:
+    """The sweep's config with the chosen layers at 16 bits (their scope overrides first, so they win)."""
+    cfg = json.loads(json.dumps(base_cfg))
+    comp = cfg.setdefault("compression", {})
+    ours = {}
+    for item in chosen:
+        for layer in item.layers:
+            ours[layer] = {"bits": "int16"} if item.override == "bits" else {"weights": "int16"}
+    comp["scope_overrides"] = {**ours, **{k: v for k, v in (comp.get("scope_overrides") or {}).items()
+                                          if k not in ours}}
+    cfg["description"] = description
+    cfg["name"] = cfg.get("name", "experiment") + "-allocated"
+    return cfg
+
+
+def _budget_miss(budget: Budget, base: Base, measured: dict) -> float:
+    """How far the measured model misses the budget (0 = met), in the solver's slack units."""
+    v = budget.value
+    if budget.kind == "latency_ratio":
+        return max(0.0, measured["latency_ratio"] - v) * base.latency_ms
+    if budget.kind == "latency_ms":
+        return max(0.0, measured["latency_ratio"] * base.latency_ms - v)
+    if budget.kind == "size_mb":
+        return max(0.0, measured["size_bytes"] - v * 1e6)
+    target = v if budget.kind == "min_fidelity_db" else CEILING_DB - v
+    return max(0.0, target - measured["fidelity_db"])
+
+
+def _measure(sweep_dir: Path, summary: dict, cfg_dict: dict, tag: str, bench_iterations: int, log) -> dict:
+    """Export the config's plan applied to the sweep's calibrated model; latency vs all-int8 and the paper recipe
+    (interleaved, one run), fidelity on the eval photos, runtime precision."""
+    from .audit import audit_runtime
+    from .bench import Target, benchmark
+    from .export import export_ir, ir_size
+    from .plan import resolve_plan
+    from .sweep import Context, SweepSpec, ir_fidelity
+
+    cfg = parse_config({k: v for k, v in cfg_dict.items() if k != "description"})
+    sw = summary["sweep"]
+    spec = SweepSpec(**{**sw, "input_size": tuple(sw["input_size"])})
+    ctx = Context(cfg, spec, sweep_dir, log)
+    plan = resolve_plan(ctx.fp32, cfg.compression, tuple(cfg.input_info.range))
+    folder = sweep_dir / "allocations" / tag
+    xml = folder / "model.xml"
+    t0 = time.perf_counter()
+    export_ir(ctx.apply(plan), xml, example_input=ctx.eval_pairs()[0]["lr"][None, :, :32, :32],
+              compact_16bit=cfg.export.compact_16bit)
+    export_s = time.perf_counter() - t0
+    h, w = summary["input_size"]
+    irs = sweep_dir / "irs"
+    stats = {s.name: s.median_ms for s in benchmark(
+        [Target("int8", "openvino", irs / "int8.xml"), Target("allocated", "openvino", xml),
+         Target("paper", "openvino", irs / "paper.xml")], input_size=(h, w), iterations=bench_iterations, warmup=2,
+        progress=False)}
+    pairs = ctx.eval_pairs()
+    fid = {k: ir_fidelity(x, irs / "fp32.xml", pairs, ctx.crop_border)
+           for k, x in (("allocated", xml), ("int8", irs / "int8.xml"), ("paper", irs / "paper.xml"))}
+    audit = audit_runtime(xml, (1, 3, h, w))
+    return {"xml": str(xml), "latency_ms": stats["allocated"], "int8_ms": stats["int8"], "paper_ms": stats["paper"],
+            "latency_ratio": stats["allocated"] / stats["int8"], "paper_ratio": stats["paper"] / stats["int8"],
+            "size_bytes": ir_size(xml).bin_bytes, "fidelity_db": fid["allocated"]["psnr"],
+            "fidelity_ssim": fid["allocated"]["ssim"], "int8_fidelity_db": fid["int8"]["psnr"],
+            "paper_fidelity_db": fid["paper"]["psnr"], "eval_images": len(pairs),
+            "runtime_convs": {"int8": audit.conv_int8, "fp32": audit.conv_fp32},
+            "fp32_convs": audit.fp32_convs, "export_s": round(export_s, 1)}
+
+
+def _describe(alloc: Allocation, measured: Optional[dict], summary: dict) -> str:
+    text = (f"mixq allocate, budget: {alloc.budget.describe()}. Kept high (16-bit, runs fp32 on the CPU): "
+            f"{', '.join(alloc.chosen) or 'none (all-int8)'}. Predicted: latency {alloc.latency_ms:.2f} ms "
+            f"({alloc.latency_ms / summary['latency_ms']['int8']:.3f} x all-int8), fidelity {alloc.fidelity_db:.2f} dB, "
+            f"IR {alloc.size_bytes / 1e6:.2f} MB.")
+    if measured:
+        text += (f" Verified on {summary['machine']['cpu']} at LR {summary['input_size'][0]}x{summary['input_size'][1]}: "
+                 f"latency {measured['latency_ms']:.2f} ms = {measured['latency_ratio']:.3f} x all-int8 "
+                 f"(interleaved medians; paper recipe {measured['paper_ratio']:.3f} x), fidelity to fp32 "
+                 f"{measured['fidelity_db']:.2f} dB on {measured['eval_images']} eval photos (all-int8 "
+                 f"{measured['int8_fidelity_db']:.2f}, paper recipe {measured['paper_fidelity_db']:.2f}), IR "
+                 f"{measured['size_bytes'] / 1e6:.2f} MB, convs int8/fp32 at runtime "
+                 f"{measured['runtime_convs']['int8']}/{measured['runtime_convs']['fp32']}.")
+    return text
+
+
+def allocate_and_verify(sweep_dir: Path, budget: Budget, out: Path, *, verify: bool = True, rounds: int = 3,
+                        bench_iterations: int = 30, log=print) -> dict:
+    from .sweep_report import allocation_base, allocation_items, plot_pareto
+
+    t0 = time.perf_counter()
+    summary = read_sweep(sweep_dir)
+    base_cfg = json.loads((Path(sweep_dir) / "config.json").read_text())
+    items, base = allocation_items(summary), allocation_base(summary)
+    if not items:
+        raise BudgetError(f"{sweep_dir}/sweep.json holds no measured units to allocate")
+    slack, history = 0.0, []
+    alloc = solve(items, base, budget)
+    measured = None
+    for r in range(max(1, rounds)):
+        alloc = solve(items, base, budget, slack=slack)
+        chosen = [i for i in items if i.name in alloc.chosen]
+        cfg_dict = allocation_config(base_cfg, chosen, _describe(alloc, None, summary))
+        if not verify:
+            break
+        tag = f"{budget.kind}-{budget.value:g}-r{r}"
+        log(f"verifying round {r + 1}: {len(alloc.chosen)} units kept high")
+        measured = _measure(Path(sweep_dir), summary, cfg_dict, tag, bench_iterations, log)
+        miss = _budget_miss(budget, base, measured)
+        history.append({"round": r, "chosen": list(alloc.chosen), "predicted_latency_ms": alloc.latency_ms,
+                        "predicted_fidelity_db": alloc.fidelity_db, "measured": measured, "miss": miss})
+        if miss <= 0:
+            break
+        slack += miss * 1.2 + 1e-6
+        log(f"budget missed by {miss:.3g}: stepping back")
+    met = not verify or (history and history[-1]["miss"] <= 0)
+    cfg_dict["description"] = _describe(alloc, measured, summary) + ("" if met else " BUDGET MISSED after "
+                                                                     f"{len(history)} rounds.")
+    try:
+        parse_config({k: v for k, v in cfg_dict.items() if k != "description"})
+    except ConfigError as exc:  # never write a config the other commands would refuse
+        raise BudgetError(f"the allocated config does not validate: {exc}") from None
+    atomic_write_text(out, json.dumps(cfg_dict, indent=2) + "\n")
+    record = {"budget": {"kind": budget.kind, "value": budget.value}, "chosen": list(alloc.chosen),
+              "predicted": {"latency_ms": alloc.latency_ms, "fidelity_db": alloc.fidelity_db,
+                            "size_bytes": alloc.size_bytes, "latency_ratio": alloc.latency_ms / base.latency_ms},
+              "verified": measured, "rounds": history, "budget_met": bool(met),
+              "wall_s": round(time.perf_counter() - t0, 1), "config": str(out)}
+    atomic_write_json(out.with_suffix(".allocation.json"), record)
+    if measured:
+        atomic_write_json(Path(sweep_dir) / f"point_allocate_{budget.kind}_{budget.value:g}.json", {
+            "name": f"mixq allocate ({budget.describe()})",
+            "latency_ms": measured["latency_ratio"] * summary["latency_ms"]["int8"],
+            "size_bytes": measured["size_bytes"], "fidelity_db": measured["fidelity_db"]})
+        plot_pareto(summary, Path(sweep_dir) / "pareto.png")
+    lines = [f"Budget: {budget.describe()}", f"Kept high: {', '.join(alloc.chosen) or 'none'}", "",
+             "| | latency ms | vs int8 | fidelity dB | IR MB |", "|---|---|---|---|---|",
+             f"| predicted | {alloc.latency_ms:.2f} | {alloc.latency_ms / base.latency_ms:.3f} | "
+             f"{alloc.fidelity_db:.2f} | {alloc.size_bytes / 1e6:.2f} |"]
+    if measured:
+        lines += [f"| verified | {measured['latency_ms']:.2f} | {measured['latency_ratio']:.3f} | "
+                  f"{measured['fidelity_db']:.2f} | {measured['size_bytes'] / 1e6:.2f} |",
+                  f"| all-int8 | {measured['int8_ms']:.2f} | 1.000 | {measured['int8_fidelity_db']:.2f} | "
+                  f"{summary['size_bytes']['int8'] / 1e6:.2f} |",
+                  f"| paper recipe | {measured['paper_ms']:.2f} | {measured['paper_ratio']:.3f} | "
+                  f"{measured['paper_fidelity_db']:.2f} | {summary['size_bytes']['paper'] / 1e6:.2f} |"]
+        lines.append(f"\nBudget {'met' if met else 'MISSED'} after {len(history)} verify round(s).")
+    record["markdown"] = "\n".join(lines)
+    return record

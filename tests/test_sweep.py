@@ -1,0 +1,205 @@
+"""Sweeps and allocation on a tiny MSRResNet: resume, crash records, shard merge, exact solver, config round trip."""
+import json
+import random
+import shutil
+
+import pytest
+
+from mixq_nncf import sweep as sweep_mod
+from mixq_nncf.allocate import Base, Budget, BudgetError, Item, brute_force, solve
+from mixq_nncf.config import load_config, parse_config
+from mixq_nncf.plan import resolve_plan
+from mixq_nncf.sweep import ResultStore, SweepSpec, parse_shard, run_sweep
+from tiny_models import TINY
+
+SPEC = SweepSpec(granularity="layer", input_size=(16, 16), top_k=3, top_k_cheap=1, rank_images=2, rank_crop=16,
+                 latency_runs=2, bench_iterations=3)
+
+
+def _cfg():
+    return parse_config({"name": "tiny", "model": {"arch": "msrresnet_x4", "args": TINY, "weights": None},
+                         "data": {"calibration_samples": 4, "calibration_patch": 16, "eval_max_images": 2},
+                         "compression": {"initializer": {"fast_bias_correction": False}}})
+
+
+def _lines(folder):
+    return [json.loads(line) for p in sorted(folder.glob("results*.jsonl")) for line in p.read_text().splitlines()]
+
+
+def _quality_view(summary):
+    """What must not depend on how jobs were split (latency is measured anew by whichever shard runs it)."""
+    return {"stages": {r["name"]: (round(r["gain_db"], 6), round(r["loss_db"], 6)) for r in summary["stages"]},
+            "units": {r["name"]: (round(r["gain_db"], 6), round(r["loss_db"], 6)) for r in summary["units"]},
+            "ranking": summary["ranking"]["crops"]}
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """One sweep whose first run has a crashing job, then a resumed run that completes it."""
+    out = tmp_path_factory.mktemp("sweep")
+    cfg = _cfg()
+    crash_unit = {}
+    real = sweep_mod.measure_gain
+
+    def crashing(ctx, unit):
+        if unit.kind == "layer" and not crash_unit:
+            crash_unit["name"] = unit.name
+            raise RuntimeError("injected failure")
+        return real(ctx, unit)
+
+    sweep_mod.measure_gain = crashing
+    try:
+        first = run_sweep(cfg, out, SPEC, progress=False, log=lambda m: None)
+    finally:
+        sweep_mod.measure_gain = real
+    after_first = _lines(out)
+    report_after_first = (out / "sweep.json").exists()
+    second = run_sweep(cfg, out, SPEC, progress=False, log=lambda m: None)
+    return {"out": out, "cfg": cfg, "first": first, "second": second, "after_first": after_first,
+            "crash": crash_unit["name"],
+            "report_after_first": report_after_first}
+
+
+def test_crashing_job_is_recorded_and_the_sweep_goes_on(swept):
+    first, lines = swept["first"], swept["after_first"]
+    assert not first.complete and first.failed == 1
+    bad = [r for r in lines if not r["ok"]]
+    assert len(bad) == 1 and bad[0]["unit"]["name"] == swept["crash"] and "injected failure" in bad[0]["error"]
+    assert sum(r["ok"] for r in lines) == first.jobs - 1  # every other job finished
+    assert not swept["report_after_first"]
+
+
+def test_resume_runs_only_the_unfinished_job(swept):
+    lines = _lines(swept["out"])
+    assert len(lines) == len(swept["after_first"]) + 1  # only the crashed job ran again
+    assert lines[-1]["ok"] and lines[-1]["unit"]["name"] == swept["crash"]
+    assert swept["second"].complete and swept["second"].failed == 0
+    summary = json.loads((swept["out"] / "sweep.json").read_text())
+    assert {r["name"] for r in summary["stages"]} == {"feature_extraction", "body", "upsampling", "reconstruction"}
+    assert len(summary["units"]) == 4 and summary["proxy_agreement_spearman"]
+    for png in ("stages.png", "layers.png", "pareto.png"):
+        assert (swept["out"] / png).stat().st_size > 1000
+    again = run_sweep(swept["cfg"], swept["out"], SPEC, progress=False, log=lambda m: None)
+    assert len(_lines(swept["out"])) == len(lines) and again.complete  # nothing re-measured
+
+
+def test_shards_merge_to_the_same_result(swept, tmp_path):
+    cfg = _cfg()
+    for i in range(2):
+        run_sweep(cfg, tmp_path / f"s{i}", SPEC, shard=(i, 2), progress=False, log=lambda m: None)
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    text = "".join((tmp_path / f"s{i}" / f"results.shard{i}of2.jsonl").read_text() for i in range(2))
+    (merged / "results.jsonl").write_text(text)
+    outcome = run_sweep(cfg, merged, SPEC, progress=False, log=lambda m: None)
+    assert outcome.complete and not (merged / "calibrated.pt").exists()  # nothing left to measure
+    single = json.loads((swept["out"] / "sweep.json").read_text())
+    assert _quality_view(outcome.summary) == _quality_view(single)
+
+
+def test_shard_argument(monkeypatch):
+    assert parse_shard("1/3") == (1, 3)
+    with pytest.raises(sweep_mod.SweepError, match="I/N"):
+        parse_shard("3/3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    assert parse_shard(None) == (2, 4)
+
+
+def test_store_ignores_a_cut_line(tmp_path):
+    store = ResultStore(tmp_path)
+    store.append({"id": "a", "ok": True, "result": 1})
+    with open(store.path, "a") as f:
+        f.write('{"id": "b", "ok": tr')
+    assert set(store.load()) == {"a"}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_solver_is_exact_for_every_budget(seed):
+    rng = random.Random(seed)
+    items = [Item(f"u{i}", (f"l{i}",), rng.uniform(-0.05, 0.4), rng.uniform(0.1, 5.0), rng.uniform(1e3, 5e4))
+             for i in range(rng.randint(4, 11))]
+    base = Base(latency_ms=20.0, size_bytes=1e6, fidelity_db=30.0)
+    budgets = [Budget("latency_ratio", 1 + rng.uniform(0.02, 0.4)), Budget("latency_ms", 20 + rng.uniform(0.5, 9)),
+               Budget("size_mb", 1 + rng.uniform(0.005, 0.1)), Budget("min_fidelity_db", 30 + rng.uniform(0.1, 0.8)),
+               Budget("max_drop_db", 50 - 30 - rng.uniform(0.1, 0.8))]
+    for budget in budgets:
+        try:
+            ref = brute_force(items, base, budget)
+        except BudgetError:
+            with pytest.raises(BudgetError):
+                solve(items, base, budget)
+            continue
+        got = solve(items, base, budget)
+        chosen = [i for i in items if i.name in got.chosen]
+        if budget.kind in ("latency_ratio", "latency_ms", "size_mb"):
+            assert got.fidelity_db - base.fidelity_db == pytest.approx(ref[0], abs=1e-9)
+            if budget.kind == "size_mb":
+                assert got.size_bytes <= budget.value * 1e6 + 1e-6
+            else:
+                limit = base.latency_ms * budget.value if budget.kind == "latency_ratio" else budget.value
+                assert got.latency_ms <= limit + 1e-9
+        else:
+            assert got.latency_ms - base.latency_ms == pytest.approx(ref[0], abs=1e-9)
+            target = budget.value if budget.kind == "min_fidelity_db" else 50 - budget.value
+            assert got.fidelity_db >= target - 1e-9
+        assert sum(i.gain_db for i in chosen) == pytest.approx(got.fidelity_db - base.fidelity_db)
+
+
+def test_solver_refuses_impossible_budgets():
+    base = Base(10.0, 1e6, 30.0)
+    items = [Item("a", ("a",), 0.2, 1.0, 10.0)]
+    for budget in (Budget("latency_ratio", 0.9), Budget("latency_ms", 5.0), Budget("size_mb", 0.5),
+                   Budget("min_fidelity_db", 31.0)):
+        with pytest.raises(BudgetError):
+            solve(items, base, budget)
+    with pytest.raises(BudgetError, match="unknown budget"):
+        Budget("max_flops", 1.0)
+
+
+def test_allocated_config_round_trips_and_is_verified(swept, tmp_path):
+    from mixq_nncf.verify import allocate_and_verify
+
+    out = tmp_path / "alloc.json"
+    summary = json.loads((swept["out"] / "sweep.json").read_text())
+    rec = allocate_and_verify(swept["out"], Budget("latency_ratio", 3.0), out, rounds=1, bench_iterations=3,
+                              log=lambda m: None)
+    cfg = load_config(out)
+    data = json.loads(out.read_text())
+    assert "Predicted" in data["description"] and "Verified" in data["description"]
+    from mixq_nncf.models import build_generator
+
+    plan = resolve_plan(build_generator("msrresnet_x4", **TINY), cfg.compression)
+    high = set(plan.high_precision_layers())
+    layers = {l for r in summary["units"] if r["name"] in rec["chosen"] for l in r["layers"]}
+    assert {n for n in layers if plan.layers[n].weight_bits == 16} == layers
+    assert {n for n in high if plan.layers[n].act_bits == 16} <= layers
+    assert rec["verified"]["runtime_convs"]["fp32"] >= len([n for n in layers])
+    assert (swept["out"] / "point_allocate_latency_ratio_3.json").is_file()
+
+
+@pytest.mark.parametrize("script", ["sweep_stages.py", "bitwidth_sweep.py", "resolution_sweep.py"])
+def test_sweep_tools_explain_themselves(script, capsys):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "tools" / script
+    old = sys.argv
+    sys.argv = [str(path), "--help"]
+    try:
+        with pytest.raises(SystemExit) as exc:
+            runpy.run_path(str(path), run_name="__main__")
+    finally:
+        sys.argv = old
+    assert exc.value.code == 0 and "usage" in capsys.readouterr().out
+
+
+def test_allocate_cli_refuses_two_budgets_and_a_missing_sweep(tmp_path, capsys):
+    from mixq_nncf.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["allocate", str(tmp_path), "--out", str(tmp_path / "c.json"), "--max-latency-ratio", "1.05",
+              "--max-size-mb", "3"])
+    assert main(["allocate", str(tmp_path), "--out", str(tmp_path / "c.json"), "--max-latency-ratio", "1.05"]) == 2
+    assert "sweep.json" in capsys.readouterr().err

@@ -1,0 +1,349 @@
+"""Nothing is lost, every bad input gets one clear line: atomic outputs, content-keyed caches, refused overwrites,
+OpenVINO / metric / config / output-folder errors, and caller-owned models left where they were."""
+import copy
+import json
+import os
+import shutil
+import stat
+
+import pytest
+import torch
+
+from tiny_models import TINY, tiny
+from mixq_nncf.cli import main
+from mixq_nncf.config import ConfigError, parse_config
+from mixq_nncf.errors import DataError, IRError, MixqError, OutputError
+
+TRAIN = {
+    "model": {"arch": "msrresnet_x4", "args": TINY, "weights": None},
+    "data": {"calibration_samples": 2, "calibration_patch": 16},
+    "training": {"iterations": 2, "batch_size": 1, "patch_size": 32, "lr_g": 1e-3, "pixel_weight": 1.0,
+                 "perceptual_weight": 0.0, "gan_weight": 0.0, "distill_weight": 0.5, "checkpoint_every": 1,
+                 "log_every": 1, "device": "cpu", "milestones": [1000]},
+}
+
+
+def _cfg(training=None, **sections):
+    data = copy.deepcopy(TRAIN)
+    data["training"].update(training or {})
+    data.update(sections)
+    return parse_config(data)
+
+
+# ----------------------------------------------------------------------------------------------
+# atomic outputs, caches
+
+
+def test_outputs_are_readable_per_umask(tmp_path, calibration):
+    from mixq_nncf.export import export_ir
+    from mixq_nncf.io_utils import atomic_write_json
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_json(tmp_path / "r.json", {"a": 1})
+        xml = export_ir(tiny(), tmp_path / "ir" / "m.xml", example_input=calibration[0])
+    finally:
+        os.umask(old)
+    for f in (path, xml, xml.with_suffix(".bin"), xml.with_suffix(".json")):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
+
+
+def test_cached_json_recomputes_when_the_key_changes(tmp_path):
+    from mixq_nncf.io_utils import cached_json
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"n": len(calls)}
+
+    path = tmp_path / "c.json"
+    assert cached_json(path, "a", compute) == ({"n": 1}, False)
+    assert cached_json(path, "a", compute) == ({"n": 1}, True)
+    assert cached_json(path, "b", compute) == ({"n": 2}, False)
+    assert cached_json(path, "b", compute, valid=lambda v: False) == ({"n": 3}, False)
+    path.write_text("{not json")
+    assert cached_json(path, "b", compute) == ({"n": 4}, False)
+
+
+def test_write_errors_name_the_path_and_the_fix(tmp_path, monkeypatch):
+    import errno
+    import shutil as sh
+
+    from mixq_nncf import io_utils
+
+    def full(p):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OutputError, match=r"cannot write .*x\.json: No space left on device; free some space"):
+        io_utils.atomic_write(tmp_path / "x.json", full)
+    assert not list(tmp_path.glob(".x.json.*"))  # no temp file left behind
+    with pytest.raises(OutputError, match="not writable"):
+        io_utils.ensure_writable("/sys/mixq-out")
+
+    class Usage:
+        free = 10_000_000
+
+    monkeypatch.setattr(sh, "disk_usage", lambda p: Usage)
+    with pytest.raises(OutputError, match="10 MB free but this needs about 50 MB"):
+        io_utils.ensure_writable(tmp_path, need_bytes=50_000_000)
+
+
+@pytest.fixture(scope="module")
+def two_irs(tmp_path_factory, calibration):
+    from mixq_nncf.config import parse_config as pc
+    from mixq_nncf.export import export_ir
+    from mixq_nncf.plan import resolve_plan
+    from mixq_nncf.quantize import quantize
+
+    out = tmp_path_factory.mktemp("two")
+    fp32 = tiny()
+    comp = pc({"compression": {}}).compression
+    int8 = quantize(fp32, resolve_plan(fp32, comp), calibration, compression=comp)
+    return {"fp32": export_ir(fp32, out / "fp32" / "model.xml", example_input=calibration[0]),
+            "int8": export_ir(int8, out / "int8" / "model.xml", example_input=calibration[0]),
+            "models": {"fp32": fp32, "int8": int8}}
+
+
+def _copy_ir(src, dst):
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in (".xml", ".bin", ".json"):
+        shutil.copyfile(src.with_suffix(suffix), dst.with_suffix(suffix))
+    return dst
+
+
+def test_ir_files_from_two_exports_are_refused(two_irs, tmp_path):
+    """A crash between the renames of an export pairs a new .bin with the old .xml: the sidecar hashes catch it."""
+    from mixq_nncf.export import compile_ir, ir_size
+
+    xml = _copy_ir(two_irs["int8"], tmp_path / "m.xml")
+    compile_ir(xml)
+    shutil.copyfile(two_irs["fp32"].with_suffix(".bin"), xml.with_suffix(".bin"))
+    with pytest.raises(IRError, match=r"m\.bin does not belong to m\.json .*re-export"):
+        compile_ir(xml)
+    with pytest.raises(IRError, match="does not belong"):
+        ir_size(xml)
+
+
+@pytest.mark.parametrize("damage", ["truncated_bin", "garbage_xml", "missing_bin", "truncated_xml"])
+def test_broken_ir_gives_one_line(damage, two_irs, tmp_path, capsys):
+    xml = _copy_ir(two_irs["fp32"], tmp_path / "m.xml")
+    xml.with_suffix(".json").unlink()  # an IR from elsewhere: no hashes to check, OpenVINO must say it
+    if damage == "truncated_bin":
+        data = xml.with_suffix(".bin").read_bytes()
+        xml.with_suffix(".bin").write_bytes(data[: len(data) // 3])
+    elif damage == "garbage_xml":
+        xml.write_text("<net><layers><layer id=")
+    elif damage == "truncated_xml":
+        text = xml.read_text()
+        xml.write_text(text[: len(text) // 2])
+    else:
+        xml.with_suffix(".bin").unlink()
+    code = main(["bench", str(xml), "--input-size", "16x16", "--iterations", "2", "--warmup", "1"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert str(tmp_path / "m.") in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "re-export" in err
+
+
+def test_cached_audit_and_benchmark_follow_the_ir_content(two_irs, tmp_path):
+    """A re-exported IR at the same path is measured again, never reported with the old IR's figures."""
+    from mixq_nncf.pipeline import VariantArtifacts, _audit, _benchmark
+
+    cfg = _cfg(benchmark={"input_size": [16, 16], "iterations": 2, "warmup": 1, "peers": []},
+               input_info={"sample_size": [1, 3, 16, 16]})
+    folder = tmp_path / "v"
+    xml = _copy_ir(two_irs["int8"], folder / "model.xml")
+    logs = []
+    audit, _ = _audit(cfg, xml, folder, logs.append)
+    assert audit["conv_int8"] > 0 and audit["conv_fp32"] == 0
+    arts = {"v": VariantArtifacts(name="v", folder=folder, recipe="x", ir=xml, audit=audit)}
+    first = _benchmark(cfg, arts, None, None, tmp_path, logs.append, False)
+    _benchmark(cfg, arts, None, None, tmp_path, logs.append, False)
+    assert logs.count("[5/7] benchmark found") == 1
+    _copy_ir(two_irs["fp32"], xml)  # re-exported: other content, same name
+    audit, _ = _audit(cfg, xml, folder, logs.append)
+    assert audit["conv_int8"] == 0 and audit["conv_fp32"] > 0
+    second = _benchmark(cfg, arts, None, None, tmp_path, logs.append, False)
+    assert logs.count("[5/7] benchmark found") == 1
+    assert second["stats"]["v"]["gmac"] == pytest.approx(first["stats"]["v"]["gmac"])
+
+
+def test_run_honours_the_configured_input_range(tmp_path):
+    """`mixq run` pins the image-input quantizer to input_info.range, as `mixq quantize` does."""
+    from mixq_nncf.pipeline import _quantized_model
+    from mixq_nncf.qtable import quantizer_table
+    from tiny_models import calibration_tensors
+
+    cfg = _cfg(input_info={"sample_size": [1, 3, 16, 16], "range": [0.0, 2.0]},
+               compression={"stages": {"feature_extraction": {"bits": 16}}})
+    model, plan = _quantized_model(cfg, tiny(), tmp_path / "v", tmp_path / "cache",
+                                   lambda: [c * 2 for c in calibration_tensors()], lambda m: None)
+    row = next(r for r in quantizer_table(model) if r.model_input)
+    assert row.bits == 16 and (row.range_low, row.range_high) == (0.0, 2.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# training: no overwrite, no resume into another experiment, up-front checks
+
+
+def _train(cfg, out, **kw):
+    from mixq_nncf.quantize import quantize_from_config
+    from mixq_nncf.train import train
+
+    teacher = tiny()
+    res = quantize_from_config(cfg, fp32_model=teacher)
+    return train(cfg, model=res.model, teacher=teacher, out_dir=out, plan=res.plan, progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained")
+    _train(_cfg(), out)
+    return out
+
+
+def test_train_refuses_to_overwrite_a_run(finished_run):
+    before = (finished_run / "final.pt").read_bytes()
+    with pytest.raises(OutputError, match=r"already holds a training run \(final\.pt, last\.pt\); continue it with "
+                                          r"--resume, or use another --out"):
+        _train(_cfg(), finished_run)
+    assert (finished_run / "final.pt").read_bytes() == before
+
+
+def test_resume_refuses_a_changed_experiment(finished_run):
+    cfg = _cfg({"batch_size": 2}, compression={"activations": {"bits": "int6"}})
+    with pytest.raises(OutputError, match=r"another config \(compression\.activations\.bits: int8 -> int6; "
+                                          r"training\.batch_size: 1 -> 2\)"):
+        _train(cfg, finished_run, resume=True)
+
+
+def test_resume_may_extend_and_change_logging(finished_run):
+    out = finished_run.parent / "extended"
+    shutil.copytree(finished_run, out)
+    result = _train(_cfg({"iterations": 3, "log_every": 5, "checkpoint_every": 7}), out, resume=True)
+    assert result.resumed_from == 2 and result.steps == 3
+
+
+def test_truncated_checkpoint_is_one_line(finished_run, tmp_path, capsys):
+    out = tmp_path / "cut"
+    shutil.copytree(finished_run, out)
+    last = out / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(MixqError, match=r"last\.pt: not a readable mixq training checkpoint .*Delete it"):
+        _train(_cfg(), out, resume=True)
+
+
+def test_training_leaves_caller_models_in_place(tmp_path):
+    from mixq_nncf.quantize import quantize_from_config
+    from mixq_nncf.train import train
+
+    cfg = _cfg()
+    teacher = tiny()
+    params = list(teacher.parameters())
+    flags = [p.requires_grad for p in params]
+    res = quantize_from_config(cfg, fp32_model=teacher)
+    train(cfg, model=res.model, teacher=teacher, out_dir=tmp_path, plan=res.plan, progress=False)
+    assert all(a is b for a, b in zip(teacher.parameters(), params))
+    assert [p.requires_grad for p in teacher.parameters()] == flags and flags[0] is True
+    assert not teacher.training
+    assert {p.device.type for p in list(teacher.parameters()) + list(res.model.parameters())} == {"cpu"}
+
+
+def test_restore_moves_a_model_back_to_its_device():
+    """The restore step itself, with a recorded move to a CUDA device (no GPU on the test machine)."""
+    from mixq_nncf.train import _restore, _snapshot
+
+    class Recorder(torch.nn.Linear):
+        moves: list = []
+
+        def to(self, *args, **kwargs):
+            self.moves.append(args[0])
+            return self
+
+    m = Recorder(2, 2)
+    device, training, grads = _snapshot(m)
+    assert (device, training, grads) == (torch.device("cpu"), True, [True, True])
+    m.eval()
+    m.requires_grad_(False)
+    _restore(m, (torch.device("cuda", 0), training, grads))
+    assert m.moves[-1] == torch.device("cuda", 0)
+    assert m.training and all(p.requires_grad for p in m.parameters())
+
+
+def test_all_loss_weights_zero_is_refused():
+    with pytest.raises(ConfigError, match="all 0, so training would not change the model"):
+        _cfg({"pixel_weight": 0.0, "distill_weight": 0.0})
+    _cfg({"pixel_weight": 0.0, "distill_weight": 0.0, "iterations": 0})
+    _cfg({"pixel_weight": 0.0, "distill_weight": 0.0, "distill_only": True})
+
+
+def test_train_cli_refuses_unwritable_out_before_work(tmp_path, capsys):
+    cfg = tmp_path / "t.json"
+    cfg.write_text(json.dumps(TRAIN))
+    code = main(["train", str(cfg), "--out", "/sys/mixq-train-out"])
+    err = capsys.readouterr().err
+    assert code == 2 and "/sys/mixq-train-out is not writable" in err and "Traceback" not in err
+    assert "calibrat" not in err.lower()
+
+
+# ----------------------------------------------------------------------------------------------
+# one line per bad input
+
+
+@pytest.mark.parametrize("text,message", [("[]", "must be a JSON object"), ("null", "must be a JSON object"),
+                                          ('"x"', "must be a JSON object")])
+def test_config_that_is_not_an_object(text, message, tmp_path, capsys):
+    path = tmp_path / "c.json"
+    path.write_text(text)
+    assert main(["quantize", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(path) in err and "Traceback" not in err
+
+
+def test_unknown_arch_lists_presets(tmp_path, capsys):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"model": {"arch": "esrgan_x9", "weights": None}}))
+    assert main(["quantize", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "model.arch: unknown model 'esrgan_x9'" in err and "rrdbnet_x4" in err and "Traceback" not in err
+
+
+def test_tiny_image_psnr_is_an_error_not_nan():
+    from mixq_nncf.metrics import psnr_y, ssim_y
+
+    img = torch.rand(1, 3, 4, 4)
+    with pytest.raises(DataError, match=r"PSNR needs at least 1x1 pixels after the 4px border crop; got 4x4"):
+        psnr_y(img, img * 0.5, 4)
+    with pytest.raises(DataError, match="SSIM needs at least 11x11"):
+        ssim_y(img, img, 0)
+    assert psnr_y(img, img * 0.5, 0) > 0
+
+
+def test_pred_gt_size_mismatch_names_files(tmp_path, capsys):
+    from mixq_nncf.data import save_image
+
+    save_image(torch.rand(3, 40, 40), tmp_path / "pred" / "a.png")
+    save_image(torch.rand(3, 36, 40), tmp_path / "gt" / "a.png")
+    code = main(["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--metrics", "psnr",
+                 "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "a.png" in err and "40x40 but its reference is 40x36" in err
+
+
+def test_unexpected_error_is_one_line_and_debug_shows_traceback(monkeypatch, capsys):
+    from mixq_nncf.cli import models_cmd
+
+    def boom(args):
+        raise RuntimeError("kaput\nsecond line")
+
+    monkeypatch.setattr(models_cmd, "run", boom)
+    assert main(["models"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == ("mixq models: unexpected error: RuntimeError: kaput (run `mixq --debug models ...` for "
+                           "the traceback and report it)")
+    with pytest.raises(RuntimeError, match="kaput"):
+        main(["--debug", "models"])
+    with pytest.raises(RuntimeError, match="kaput"):
+        main(["models", "--debug"])
