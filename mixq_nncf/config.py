@@ -315,8 +315,8 @@ class TrainingSection:
         weights = (self.pixel_weight, self.perceptual_weight, self.gan_weight, self.distill_weight,
                    self.adv_distill_weight, self.feature_distill_weight, self.gradient_weight, self.fft_weight)
         if self.iterations > 0 and not self.distill_only and not any(w > 0 for w in weights):
-            raise ConfigError("training: every loss weight (pixel, perceptual, gan, distill, adv_distill, "
-                              "feature_distill, gradient, fft) is 0, so "
+            raise ConfigError("training: the loss weights (pixel, perceptual, gan, distill, adv_distill, "
+                              "feature_distill, gradient, fft) are all 0, so "
                               "training would not change the model; set one above 0 (e.g. training.distill_weight=1 "
                               "to distil the fp32 model) or training.iterations to 0")
 
