@@ -75,7 +75,7 @@ def test_feature_taps_name_missing_block():
 
 def test_discriminator_warm_up_tells_teacher_from_student_before_generator_trains():
     """Warm-up alone (no generator step) lifts the patch discriminator above chance on batches it never saw."""
-    cfg = _cfg()
+    cfg = _cfg(distill_weight=1.0)  # only quantizes the student here
     student, teacher = _student_teacher(cfg)
     torch.manual_seed(0)
     disc = PatchDiscriminator(3, 16)
