@@ -75,7 +75,7 @@ def test_feature_taps_name_missing_block():
 
 def test_discriminator_warm_up_tells_teacher_from_student_before_generator_trains():
     """Warm-up alone (no generator step) lifts the patch discriminator above chance on batches it never saw."""
-    cfg = _cfg()
+    cfg = _cfg(distill_weight=1.0)  # only quantizes the student here
     student, teacher = _student_teacher(cfg)
     torch.manual_seed(0)
     disc = PatchDiscriminator(3, 16)
@@ -157,6 +157,6 @@ def test_texture_figure_finds_the_textured_region(tmp_path):
     assert img.width == 2 * 64 + 4 and img.height > 3 * 64
     import numpy as np
 
-    heat = torch.from_numpy(np.asarray(img.crop((68, img.height - 64, 132, img.height)))).float()
-    same = torch.from_numpy(np.asarray(img.crop((0, img.height - 64, 64, img.height)))).float()
+    heat = torch.from_numpy(np.array(img.crop((68, img.height - 64, 132, img.height)))).float()
+    same = torch.from_numpy(np.array(img.crop((0, img.height - 64, 64, img.height)))).float()
     assert heat.mean() > same.mean() + 5  # the grainy column's difference map lights up, fp32's stays black
