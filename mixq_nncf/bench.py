@@ -131,23 +131,10 @@ def _ov_runner(path: Path, shape: tuple, threads: int, streams: int, precision: 
     config = {"PERFORMANCE_HINT": "LATENCY"}
     if threads > 0:
         config = {"PERFORMANCE_HINT": "NONE", "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": streams}
-    if precision == "default":
-        compiled = _compile_default_precision(path, shape, config)
-    else:
-        compiled = compile_ir(path, shape=shape, config={**config, "INFERENCE_PRECISION_HINT": precision})
+    compiled = compile_ir(path, shape=shape, config=config, precision=precision)
     request = compiled.create_infer_request()
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     return lambda: request.infer({0: x}), compiled
-
-
-def _compile_default_precision(path: Path, shape: tuple, config: dict):
-    """Compiled as a plain OpenVINO user would: no inference precision hint."""
-    import openvino as ov
-
-    core = ov.Core()
-    model = core.read_model(str(path))
-    model.reshape({model.input(0).get_any_name(): ov.PartialShape(list(shape))})
-    return core.compile_model(model, "CPU", config)
 
 
 def _torch_runner(model, shape: tuple, threads: int):

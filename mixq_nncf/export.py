@@ -203,14 +203,17 @@ def _first_line(exc: BaseException) -> str:
 DEFAULT_CPU_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 
 
-def compile_ir(xml_path: str | Path, *, shape: Optional[tuple] = None, config: Optional[dict] = None):
-    """Compile for the CPU with f32 inference precision unless ``config`` says otherwise."""
+def compile_ir(xml_path: str | Path, *, shape: Optional[tuple] = None, config: Optional[dict] = None,
+               precision: str = "f32"):
+    """Compile for the CPU with f32 inference precision unless ``config`` says otherwise; precision "default"
+    compiles as a plain OpenVINO user would, with no precision hint (bf16 on AVX512-BF16/AMX CPUs)."""
     ov = _ov()
     model = read_ir(xml_path)
+    base = {} if precision == "default" else {**DEFAULT_CPU_CONFIG, "INFERENCE_PRECISION_HINT": precision}
     try:
         if shape is not None:
             model.reshape({model.input(0).get_any_name(): ov.PartialShape(list(shape))})
-        return ov.Core().compile_model(model, "CPU", {**DEFAULT_CPU_CONFIG, **(config or {})})
+        return ov.Core().compile_model(model, "CPU", {**base, **(config or {})})
     except RuntimeError as exc:
         raise IRError(f"{xml_path}: OpenVINO cannot compile this IR ({_first_line(exc)}); re-export it, or check "
                       "the input shape") from None

@@ -26,11 +26,9 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
 
 def conv_precisions(xml, shape: tuple, precision: str) -> dict[str, int]:
     """Convolutions per runtime precision in the compiled model (f32 hint, or the plugin's default)."""
-    from ..bench import _compile_default_precision
     from ..export import compile_ir
 
-    compiled = (_compile_default_precision(xml, shape, {}) if precision == "default"
-                else compile_ir(xml, shape=shape, config={"INFERENCE_PRECISION_HINT": precision}))
+    compiled = compile_ir(xml, shape=shape, precision=precision)
     counts: dict[str, int] = {}
     for op in compiled.get_runtime_model().get_ordered_ops():
         rt = op.get_rt_info()
