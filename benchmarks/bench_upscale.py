@@ -221,6 +221,10 @@ def main(argv=None) -> int:
     p.add_argument("--seams", action="store_true",
                    help="instead: tiled vs untiled output and time of the int8 IR on a 192x192 crop of frame 1, "
                         "tile 96 at overlaps 10 (Real-ESRGAN's tile_pad), 20, 40 (our default cap)")
+    p.add_argument("--tiles", nargs="*", type=int, metavar="TILE",
+                   help="instead: the int8 IR on a 960x540 frame (larger than the whole-image limit), untiled and at "
+                        "these tile sizes (default 384 256 192) with the default overlap, each in its own process: "
+                        "wall s, peak RSS and seam error against the untiled output")
     p.add_argument("--acceptance-only", action="store_true", help="only the acceptance run (int8 IR made already)")
     p.add_argument("--trap", action="store_true",
                    help="instead: fidelity (8 offline eval photos, centre 64x64 LR crops, PSNR-Y to PyTorch fp32) and "
@@ -273,6 +277,8 @@ def main(argv=None) -> int:
     inputs = make_inputs(out / "inputs")
     if args.seams:
         return seams(irs["int8"], inputs["frame1"], out)
+    if args.tiles is not None:
+        return tile_sizes(irs["int8"], big_frame(out / "inputs"), out, args.tiles or [384, 256, 192])
     frames = [inputs[k] for k in ("frame1", "frame2", "frame3")]
     every = frames + [inputs["photo"]]
     load_before = os.getloadavg()
@@ -393,6 +399,56 @@ def seams(ir: Path, frame: Path, out: Path) -> int:
         rows.append(err)
         print(json.dumps(err), flush=True)
     atomic_write_json(out / "seams.json", {"crop": [192, 192], "tile": 96, "rows": rows})
+    return 0
+
+
+def big_frame(folder: Path) -> Path:
+    """A 960x540 frame: the 16:9 centre crop of the offline motorcycle_left photo (741x417) resized bicubic."""
+    from mixq_nncf.data import imresize, load_image, offline_photos, save_image
+
+    path = folder / "frame960_motorcycle_left.png"
+    if not path.exists():
+        photo = next(p for p in offline_photos("all") if p.stem == "motorcycle_left")
+        hr = load_image(photo)
+        h, w = hr.shape[-2:]
+        crop_h = -(-540 * w // 960)  # 417: at least 540 rows after the resize
+        top = (h - crop_h) // 2
+        frame = imresize(hr[:, top:top + crop_h, :], 960 / w)[:, :540, :960]
+        assert tuple(frame.shape[-2:]) == (540, 960), frame.shape
+        folder.mkdir(parents=True, exist_ok=True)
+        save_image(frame.clamp(0, 1), path)
+    return path
+
+
+def tile_sizes(ir: Path, frame: Path, out: Path, tiles: list[int]) -> int:
+    """Untiled and tiled runs of a 960x540 frame, one process each: time, memory, seam error."""
+    import numpy as np
+
+    from mixq_nncf.imageio import read_image
+    from mixq_nncf.io_utils import atomic_write_json
+    from mixq_nncf.tiling import plan_tiles, window_pixels
+    from mixq_nncf.upscale import MAX_DEFAULT_OVERLAP
+
+    rows = []
+    ref = None
+    for tile in [0, *tiles]:
+        save = out / "tiles" / f"tile{tile}"
+        save.mkdir(parents=True, exist_ok=True)
+        row = _spawn("upscaler", 2, "--ir", ir, "--tile", tile, "--save", save, "--images", frame)
+        sr = read_image(save / f"{frame.stem}.png").rgb.astype(np.float64)
+        if ref is None:
+            ref = sr
+        diff = np.abs(sr - ref)
+        mse = float((diff ** 2).mean())
+        plan = plan_tiles(540, 960, tile=tile, overlap=MAX_DEFAULT_OVERLAP)
+        row.update({"tile": tile, "tiles": len(plan), "window": [plan[0].h, plan[0].w],
+                    "window_pixels_over_image": window_pixels(plan) / (540 * 960), "seam_max_abs_diff": float(diff.max()),
+                    "seam_psnr_db": float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))})
+        rows.append(row)
+        print(json.dumps({k: row[k] for k in ("tile", "tiles", "window", "window_pixels_over_image", "times_s",
+                                              "load_s", "peak_rss_mb", "seam_psnr_db", "seam_max_abs_diff",
+                                              "load_avg")}), flush=True)
+    atomic_write_json(out / "tiles.json", {"frame": [540, 960], "overlap": MAX_DEFAULT_OVERLAP, "rows": rows})
     return 0
 
 
