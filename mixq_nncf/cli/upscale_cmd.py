@@ -17,7 +17,7 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("images", nargs="+", metavar="INPUT", help="image files, folders or globs")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--tile", type=int, default=None,
-                   help="largest LR tile side in pixels; 0 = whole image (default: whole up to 512x512, else 256)")
+                   help="largest LR tile side in pixels; 0 = whole image (default: whole up to 512x512, else 384)")
     p.add_argument("--overlap", type=int, default=None,
                    help="LR context pixels around each tile (default: the network's receptive radius, at most 40; "
                         "at the radius tiled output equals untiled output exactly)")
