@@ -35,6 +35,9 @@ from .plan import LayerPrecision, PrecisionPlan, resolve_plan
 
 GRANULARITIES = ("stage", "block", "layer")
 MODES = ("ptq", "qat")
+ACTIVATION_CHOICES = ("auto", "configured")
+# an activation scheme may cost this much more all-int8 latency than the configured one and still be chosen
+SCHEME_LATENCY_TOLERANCE = 1.02
 HIGH_BITS = 16
 _EXAMPLE = torch.zeros(1, 3, 16, 16)  # quantizer sites and input-range pinning depend on the graph, not the data
 
@@ -57,12 +60,15 @@ class SweepSpec:
     latency_runs: int = 10  # performance-counter runs per IR
     bench_iterations: int = 20  # interleaved wall-clock rounds
     niqe: bool = False
+    activations: str = "auto"  # auto: also calibrate the other activation scheme and sweep on the better one
 
     def __post_init__(self):
         if self.granularity not in GRANULARITIES:
             raise SweepError(f"--granularity {self.granularity!r}: choose one of {', '.join(GRANULARITIES)}")
         if self.mode not in MODES:
             raise SweepError(f"--mode {self.mode!r}: choose one of {', '.join(MODES)}")
+        if self.activations not in ACTIVATION_CHOICES:
+            raise SweepError(f"--activations {self.activations!r}: choose one of {', '.join(ACTIVATION_CHOICES)}")
         if self.rank_images < 1 or self.rank_crop < 8:
             raise SweepError("the ranking subset needs >= 1 image and crops of >= 8 LR pixels")
 
@@ -480,6 +486,106 @@ def export_plan(ctx: Context, plan: Optional[PrecisionPlan], xml: Path) -> Path:
     return export_ir(model, xml, example_input=ex, compact_16bit=ctx.cfg.export.compact_16bit)
 
 
+def activation_mode(cfg: Config) -> str:
+    """The activation scheme nncf.quantize uses for this config: its mode, else the preset's (performance:
+    symmetric, mixed: asymmetric)."""
+    mode = cfg.compression.activations.mode
+    return mode or ("asymmetric" if cfg.compression.preset == "mixed" else "symmetric")
+
+
+def with_activation_mode(cfg: Config, mode: str) -> Config:
+    d = to_dict(cfg)
+    d["compression"]["activations"]["mode"] = mode
+    return parse_config(d)
+
+
+def measure_schemes(cfg: Config, spec: SweepSpec, out: Path, log: Callable[[str], None]) -> dict:
+    """Both activation schemes, each with its own calibration: the all-int8 and paper-recipe IRs' fidelity on the
+    eval photos and their latency, interleaved in one run.
+
+    Why: a symmetric activation quantizer spends half its levels on negative values that LeakyReLU outputs barely
+    use; an asymmetric one (a zero point) runs on the same int8 kernels. Which is better is measured, not assumed."""
+    from .bench import Target, benchmark
+
+    configured = activation_mode(cfg)
+    modes = [configured] + [m for m in ("symmetric", "asymmetric") if m != configured]
+    folder = out / "schemes"
+    rows: dict[str, dict] = {}
+    xml: dict[str, Path] = {}
+    fp32_xml = None
+    for mode in modes:
+        c = cfg if mode == configured else with_activation_mode(cfg, mode)
+        ctx = Context(c, spec, folder / mode, log)
+        log(f"activation scheme {mode}: calibrating and exporting the all-int8 and paper-recipe IRs")
+        try:
+            xml[f"int8_{mode}"] = export_plan(ctx, ctx.base_plan, folder / mode / "int8.xml")
+            xml[f"paper_{mode}"] = export_plan(ctx, paper_plan(ctx.base_plan), folder / mode / "paper.xml")
+            fp32_xml = fp32_xml or export_plan(ctx, None, out / "irs" / "fp32.xml")
+            pairs = ctx.eval_pairs()
+            fid = {k: ir_fidelity(xml[f"{k}_{mode}"], fp32_xml, pairs, ctx.crop_border) for k in ("int8", "paper")}
+            rows[mode] = {"int8_fidelity_db": fid["int8"]["psnr"], "paper_fidelity_db": fid["paper"]["psnr"],
+                          "int8_fidelity_ssim": fid["int8"]["ssim"], "eval_images": len(pairs)}
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the configured scheme must work; the other one is optional
+            if mode == configured:
+                raise
+            log(f"activation scheme {mode} failed ({type(exc).__name__}: {exc}); keeping {configured}")
+            rows[mode] = {"error": f"{type(exc).__name__}: {exc}"}
+            xml.pop(f"int8_{mode}", None)
+            xml.pop(f"paper_{mode}", None)
+    h, w = spec.input_size
+    wall = {s.name: s.median_ms for s in benchmark([Target(k, "openvino", v) for k, v in xml.items()],
+                                                     input_size=(h, w), iterations=spec.bench_iterations, warmup=2,
+                                                     progress=False)}
+    base_ms = wall[f"int8_{configured}"]
+    for mode, row in rows.items():
+        if "error" not in row:
+            row.update({"int8_ms": wall[f"int8_{mode}"], "paper_ms": wall[f"paper_{mode}"],
+                        "int8_ratio": wall[f"int8_{mode}"] / base_ms, "paper_ratio": wall[f"paper_{mode}"] / base_ms})
+    ok = [m for m in modes if "error" not in rows[m] and rows[m]["int8_ratio"] <= SCHEME_LATENCY_TOLERANCE]
+    chosen = configured if spec.activations == "configured" else max(ok, key=lambda m: rows[m]["int8_fidelity_db"])
+    return {"configured": configured, "chosen": chosen, "schemes": rows, "input_size": [h, w],
+            "latency_tolerance": SCHEME_LATENCY_TOLERANCE}
+
+
+def adopt_scheme(out: Path, chosen: str) -> None:
+    """Make the chosen scheme's calibration and reference IRs the sweep's own (no second calibration)."""
+    import shutil
+
+    src = out / "schemes" / chosen
+    (out / "irs").mkdir(parents=True, exist_ok=True)
+    for name in ("calibrated.pt", "calibrated.json"):
+        if (src / name).is_file():
+            shutil.copyfile(src / name, out / name)
+    for stem in ("int8", "paper"):
+        for f in src.glob(f"{stem}.*"):
+            shutil.copyfile(f, out / "irs" / f.name)
+
+
+def choose_scheme(cfg: Config, spec: SweepSpec, out: Path, log: Callable[[str], None] = print,
+                  shard: tuple[int, int] = (0, 1)) -> tuple[Config, dict]:
+    """The config the sweep measures on (the configured activation scheme or the better other one) and the
+    measurement behind the choice; recorded once in results.jsonl like every other job."""
+    key = context_key(cfg, spec)
+    job = make_job(key, "schemes")
+    store = ResultStore(out, shard)
+    done = store.load()
+    rec = done.get(job.id)
+    if not (rec and rec.get("ok")):
+        t0 = time.perf_counter()
+        result = measure_schemes(cfg, spec, out, log)
+        rec = {"id": job.id, "kind": "schemes", "unit": None, "ok": True, "result": result,
+               "wall_s": round(time.perf_counter() - t0, 2)}
+        store.append(rec)
+    result = rec["result"]
+    chosen = result["chosen"]
+    if (out / "schemes" / chosen).is_dir():
+        adopt_scheme(out, chosen)
+    effective = cfg if chosen == result["configured"] else with_activation_mode(cfg, chosen)
+    return effective, result
+
+
 def measure_costs(ctx: Context) -> dict:
     """Latency and size of keeping each layer high, at the sweep's input size, from real IRs."""
     from .audit import audit_runtime
@@ -683,6 +789,13 @@ def run_sweep(cfg: Config, out_dir: str | Path, spec: SweepSpec, *, shard: tuple
     out = Path(out_dir)
     store = ResultStore(out, shard)
     dump_config(cfg, out / "config.json", check_unchanged=True, ignore=("name", "benchmark", "eval", "variants"))
+    scheme = None
+    if spec.activations == "auto":
+        cfg, scheme = choose_scheme(cfg, spec, out, log, shard)
+        if scheme["chosen"] != scheme["configured"]:
+            log(f"activations: {scheme['chosen']} (closer to fp32 than the configured {scheme['configured']} at "
+                f"{scheme['schemes'][scheme['chosen']]['int8_ratio']:.3f}x its latency); the sweep measures on it")
+    dump_config(cfg, out / "effective_config.json")
     ctx = Context(cfg, spec, out, log)
     done = store.load()
     first, _ = plan_jobs(cfg, spec, ctx, done)
@@ -710,6 +823,7 @@ def run_sweep(cfg: Config, out_dir: str | Path, spec: SweepSpec, *, shard: tuple
     from .sweep_report import summarize, write_outputs
 
     outcome.summary = summarize(cfg, spec, ctx, jobs, done)
+    outcome.summary["activation_scheme"] = scheme
     write_outputs(outcome.summary, out)
     return outcome
 

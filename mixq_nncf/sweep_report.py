@@ -139,6 +139,7 @@ def sweep_markdown(s: dict) -> str:
         rc = s["runtime_convs"][k]
         lines.append(f"| {k} | {lat[k]:.2f} | {lat[k] / lat['int8']:.3f} | {s['size_bytes'][k] / 1e6:.2f} | "
                      f"{rc['int8']}/{rc['fp32']} | {_fmt(fid.get(k, {}).get('psnr'), '.2f') if k != 'fp32' else '-'} |")
+    lines += scheme_markdown(s.get("activation_scheme"))
     r = s["ranking"]
     lines += ["", f"Ranking subset ({len(r['crops'])} LR crops, half the worst under all-int8): all-int8 "
               f"{r['int8_psnr']:.2f} dB, paper recipe {r['paper_psnr']:.2f} dB, all-high {r['high_psnr']:.2f} dB "
@@ -175,6 +176,43 @@ def sweep_markdown(s: dict) -> str:
     lines.append("Plots: stages.png, layers.png, pareto.png. Allocate with `mixq allocate DIR --max-latency-ratio R "
                  "--out CONFIG.json`.")
     return "\n".join(lines) + "\n"
+
+
+def scheme_markdown(sc: Optional[dict]) -> list[str]:
+    """The activation-scheme measurement that chose the sweep's base (empty when the scheme was given)."""
+    if not sc:
+        return []
+    lines = ["", "## Activation scheme (each calibrated on its own; IRs on the eval photos, interleaved latency)", "",
+             "| activations | all-int8 dB | all-int8 vs configured latency | paper recipe dB | paper recipe latency |",
+             "|---|---|---|---|---|"]
+    for mode, row in sc["schemes"].items():
+        tag = mode + (" (configured)" if mode == sc["configured"] else "") + (" **chosen**" if mode == sc["chosen"] else "")
+        if "error" in row:
+            lines.append(f"| {tag} | failed: {row['error']} | | | |")
+            continue
+        lines.append(f"| {tag} | {row['int8_fidelity_db']:.2f} | {row['int8_ratio']:.3f} | "
+                     f"{row['paper_fidelity_db']:.2f} | {row['paper_ratio']:.3f} |")
+    lines += ["", f"The sweep below measures on the {sc['chosen']} calibration: the scheme closest to fp32 whose "
+              f"all-int8 latency is within {sc['latency_tolerance']:g}x the configured one's. Both run every conv on "
+              "the int8 kernels (an asymmetric activation adds a zero point, not a precision change)."]
+    return lines
+
+
+def scheme_points(s: dict) -> dict[str, tuple[float, float, float]]:
+    """All-int8 / paper recipe under the scheme not chosen, for the Pareto plot (latency scaled by the ratio
+    measured in the scheme run to the sweep's own all-int8 latency)."""
+    sc = s.get("activation_scheme")
+    if not sc or sc["chosen"] == sc["configured"] and len(sc["schemes"]) < 2:
+        return {}
+    chosen = sc["schemes"][sc["chosen"]]
+    out = {}
+    for mode, row in sc["schemes"].items():
+        if mode == sc["chosen"] or "error" in row:
+            continue
+        for k, name in (("int8", "all-int8"), ("paper", "paper recipe")):
+            ms = s["latency_ms"]["int8"] * row[f"{k}_ms"] / chosen["int8_ms"]
+            out[f"{name}, {mode} act."] = (ms, s["size_bytes"][k], row[f"{k}_fidelity_db"])
+    return out
 
 
 def write_outputs(summary: dict, out: Path) -> None:
@@ -254,9 +292,12 @@ def plot_pareto(s: dict, path: Path, extra: Optional[dict[str, tuple[float, floa
     plt = _plt()
     extra = dict(extra or {})
     extra.update(_sidecar_points(path.parent))
+    extra.update(scheme_points(s))
     lat, size, fid = s["latency_ms"], s["size_bytes"], s["ir_fidelity"]
-    pts = {"all-int8": (lat["int8"], size["int8"], fid["int8"]["psnr"]),
-           "paper recipe": (lat["paper"], size["paper"], fid["paper"]["psnr"]), **extra}
+    sc = s.get("activation_scheme")
+    tag = f", {sc['chosen']} act." if sc and len(sc["schemes"]) > 1 else ""
+    pts = {f"all-int8{tag}": (lat["int8"], size["int8"], fid["int8"]["psnr"]),
+           f"paper recipe{tag}": (lat["paper"], size["paper"], fid["paper"]["psnr"]), **extra}
     front = s["pareto"]
     base_size = size["int8"]
     item_size = {r["name"]: r["size_bytes"] for r in (s["units"] or s["stages"])}

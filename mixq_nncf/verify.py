@@ -24,6 +24,13 @@ def read_sweep(sweep_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def sweep_config(sweep_dir: Path) -> dict:
+    """The config the sweep measured on: its effective config (the activation scheme it chose), else the one given."""
+    d = Path(sweep_dir)
+    path = d / "effective_config.json" if (d / "effective_config.json").is_file() else d / "config.json"
+    return json.loads(path.read_text())
+
+
 def allocation_config(base_cfg: dict, chosen: list[Item], description: str) -> dict:
     """The sweep's config with the chosen layers at 16 bits (their scope overrides first, so they win)."""
     cfg = json.loads(json.dumps(base_cfg))
@@ -65,7 +72,7 @@ def _measure(sweep_dir: Path, summary: dict, cfg_dict: dict, tag: str, bench_ite
     sw = summary["sweep"]
     spec = SweepSpec(**{**sw, "input_size": tuple(sw["input_size"])})
     # the sweep's own config: its calibrated model (calibrated.pt) is re-planned, not calibrated again
-    ctx = Context(parse_config(json.loads((sweep_dir / "config.json").read_text())), spec, sweep_dir, log)
+    ctx = Context(parse_config(sweep_config(sweep_dir)), spec, sweep_dir, log)
     plan = resolve_plan(ctx.fp32, cfg.compression, tuple(cfg.input_info.range))
     folder = sweep_dir / "allocations" / tag
     xml = folder / "model.xml"
@@ -75,21 +82,34 @@ def _measure(sweep_dir: Path, summary: dict, cfg_dict: dict, tag: str, bench_ite
     export_s = time.perf_counter() - t0
     h, w = summary["input_size"]
     irs = sweep_dir / "irs"
-    stats = {s.name: s.median_ms for s in benchmark(
-        [Target("int8", "openvino", irs / "int8.xml"), Target("allocated", "openvino", xml),
-         Target("paper", "openvino", irs / "paper.xml")], input_size=(h, w), iterations=bench_iterations, warmup=2,
-        progress=False)}
+    targets = [Target("int8", "openvino", irs / "int8.xml"), Target("allocated", "openvino", xml),
+               Target("paper", "openvino", irs / "paper.xml")]
+    sc = summary.get("activation_scheme")
+    other = sc["configured"] if sc and sc["chosen"] != sc["configured"] else None
+    if other:  # the references as the config defines them, in the same interleaved run
+        targets += [Target(f"{k}_configured", "openvino", sweep_dir / "schemes" / other / f"{k}.xml")
+                    for k in ("int8", "paper")]
+    stats = {s.name: s.median_ms for s in benchmark(targets, input_size=(h, w), iterations=bench_iterations,
+                                                      warmup=2, progress=False)}
     pairs = ctx.eval_pairs()
-    fid = {k: ir_fidelity(x, irs / "fp32.xml", pairs, ctx.crop_border)
-           for k, x in (("allocated", xml), ("int8", irs / "int8.xml"), ("paper", irs / "paper.xml"))}
+    # the reference IRs' fidelity was measured by the sweep on the same photos; only the new IR is scored
+    fid = ir_fidelity(xml, irs / "fp32.xml", pairs, ctx.crop_border)
     audit = audit_runtime(xml, (1, 3, h, w))
-    return {"xml": str(xml), "latency_ms": stats["allocated"], "int8_ms": stats["int8"], "paper_ms": stats["paper"],
-            "latency_ratio": stats["allocated"] / stats["int8"], "paper_ratio": stats["paper"] / stats["int8"],
-            "size_bytes": ir_size(xml).bin_bytes, "fidelity_db": fid["allocated"]["psnr"],
-            "fidelity_ssim": fid["allocated"]["ssim"], "int8_fidelity_db": fid["int8"]["psnr"],
-            "paper_fidelity_db": fid["paper"]["psnr"], "eval_images": len(pairs),
-            "runtime_convs": {"int8": audit.conv_int8, "fp32": audit.conv_fp32},
-            "fp32_convs": audit.fp32_convs, "export_s": round(export_s, 1)}
+    ref = summary["ir_fidelity"]
+    out = {"xml": str(xml), "latency_ms": stats["allocated"], "int8_ms": stats["int8"], "paper_ms": stats["paper"],
+           "latency_ratio": stats["allocated"] / stats["int8"], "paper_ratio": stats["paper"] / stats["int8"],
+           "size_bytes": ir_size(xml).bin_bytes, "fidelity_db": fid["psnr"],
+           "fidelity_ssim": fid["ssim"], "int8_fidelity_db": ref["int8"]["psnr"],
+           "paper_fidelity_db": ref["paper"]["psnr"], "eval_images": len(pairs),
+           "runtime_convs": {"int8": audit.conv_int8, "fp32": audit.conv_fp32},
+           "fp32_convs": audit.fp32_convs, "export_s": round(export_s, 1)}
+    if other:
+        row = sc["schemes"][other]
+        out["configured"] = {"activations": other, "int8_ratio": stats["int8_configured"] / stats["int8"],
+                             "paper_ratio": stats["paper_configured"] / stats["int8"],
+                             "latency_ratio_vs_configured_int8": stats["allocated"] / stats["int8_configured"],
+                             "int8_fidelity_db": row["int8_fidelity_db"], "paper_fidelity_db": row["paper_fidelity_db"]}
+    return out
 
 
 def _describe(alloc: Allocation, measured: Optional[dict], summary: dict) -> str:
@@ -97,6 +117,10 @@ def _describe(alloc: Allocation, measured: Optional[dict], summary: dict) -> str
             f"{', '.join(alloc.chosen) or 'none (all-int8)'}. Predicted: latency {alloc.latency_ms:.2f} ms "
             f"({alloc.latency_ms / summary['latency_ms']['int8']:.3f} x all-int8), fidelity {alloc.fidelity_db:.2f} dB, "
             f"IR {alloc.size_bytes / 1e6:.2f} MB.")
+    sc = summary.get("activation_scheme")
+    if sc:
+        text += (f" Activations: {sc['chosen']} (measured against {', '.join(m for m in sc['schemes'] if m != sc['chosen'])}"
+                 f" by the sweep; configured: {sc['configured']}).")
     if measured:
         text += (f" Verified on {summary['machine']['cpu']} at LR {summary['input_size'][0]}x{summary['input_size'][1]}: "
                  f"latency {measured['latency_ms']:.2f} ms = {measured['latency_ratio']:.3f} x all-int8 "
@@ -105,38 +129,90 @@ def _describe(alloc: Allocation, measured: Optional[dict], summary: dict) -> str
                  f"{measured['int8_fidelity_db']:.2f}, paper recipe {measured['paper_fidelity_db']:.2f}), IR "
                  f"{measured['size_bytes'] / 1e6:.2f} MB, convs int8/fp32 at runtime "
                  f"{measured['runtime_convs']['int8']}/{measured['runtime_convs']['fp32']}.")
+        c = measured.get("configured")
+        if c:
+            text += (f" Against the {c['activations']} references as configured, same run: all-int8 "
+                     f"{c['int8_fidelity_db']:.2f} dB, paper recipe {c['paper_fidelity_db']:.2f} dB at "
+                     f"{c['paper_ratio'] / c['int8_ratio']:.3f} x their all-int8; this config "
+                     f"{c['latency_ratio_vs_configured_int8']:.3f} x that all-int8.")
     return text
 
 
-def allocate_and_verify(sweep_dir: Path, budget: Budget, out: Path, *, verify: bool = True, rounds: int = 3,
+def corrected_items(items: list[Item], chosen: set[str], predicted: Allocation, base: Base, measured: dict,
+                    budget: Budget) -> tuple[list[Item], float]:
+    """The items with what a verify round taught: the chosen units' latency scaled by measured / predicted added
+    latency (their Reorder/Convert boundaries inside an int8 chain are what the sweep's estimate misses), and for
+    fidelity budgets their gain by measured / predicted gain (gains measured one unit at a time do not add up)."""
+    from dataclasses import replace
+
+    if budget.kind in ("latency_ratio", "latency_ms"):
+        pred = predicted.latency_ms - base.latency_ms
+        meas = (measured["latency_ratio"] - 1.0) * base.latency_ms
+        factor = meas / pred if pred > 1e-9 else 1.0
+        factor = max(factor, 1.0)  # a miss never makes the chosen units cheaper
+        return [replace(i, latency_ms=i.latency_ms * factor) if i.name in chosen else i for i in items], factor
+    if budget.kind in ("min_fidelity_db", "max_drop_db"):
+        pred = predicted.fidelity_db - base.fidelity_db
+        meas = measured["fidelity_db"] - measured["int8_fidelity_db"]
+        factor = min(1.0, max(0.0, meas / pred)) if pred > 1e-9 else 1.0
+        return [replace(i, gain_db=i.gain_db * factor) if i.name in chosen else i for i in items], factor
+    return items, 1.0
+
+
+def allocate_and_verify(sweep_dir: Path, budget: Budget, out: Path, *, verify: bool = True, rounds: int = 4,
                         bench_iterations: int = 30, log=print) -> dict:
+    """Solve, build and measure; on a miss, correct the chosen units' costs (or gains) by what was measured and
+    solve again, so each round steps back only as far as the measurement says; a set that missed once is never
+    tried again, and a cost budget falls back to all-int8 (measured in every round) if nothing else meets it."""
     from .sweep_report import allocation_base, allocation_items, plot_pareto
 
     t0 = time.perf_counter()
     summary = read_sweep(sweep_dir)
-    base_cfg = json.loads((Path(sweep_dir) / "config.json").read_text())
+    base_cfg = sweep_config(Path(sweep_dir))
     items, base = allocation_items(summary), allocation_base(summary)
     if not items:
         raise BudgetError(f"{sweep_dir}/sweep.json holds no measured units to allocate")
-    slack, history = 0.0, []
-    alloc = solve(items, base, budget)
+    slack, history, tried = 0.0, [], set()
     measured = None
+    alloc = solve(items, base, budget)
     for r in range(max(1, rounds)):
-        alloc = solve(items, base, budget, slack=slack)
+        try:
+            alloc = solve(items, base, budget, slack=slack)
+            while frozenset(alloc.chosen) in tried and alloc.chosen:  # never re-measure a set that missed
+                slack += 0.02 * base.latency_ms if budget.kind.startswith("latency") else \
+                    0.02 * base.size_bytes if budget.kind == "size_mb" else 0.05
+                alloc = solve(items, base, budget, slack=slack)
+        except BudgetError as exc:  # the corrected gains cannot reach a fidelity target any more
+            log(f"stepping back stopped: {exc}")
+            break
         chosen = [i for i in items if i.name in alloc.chosen]
         cfg_dict = allocation_config(base_cfg, chosen, _describe(alloc, None, summary))
         if not verify:
             break
+        tried.add(frozenset(alloc.chosen))
         tag = f"{budget.kind}-{budget.value:g}-r{r}"
-        log(f"verifying round {r + 1}: {len(alloc.chosen)} units kept high")
+        log(f"verifying round {r + 1}: {len(alloc.chosen)} units kept high "
+            f"(predicted {alloc.latency_ms / base.latency_ms:.3f}x all-int8, {alloc.fidelity_db:.2f} dB)")
         measured = _measure(Path(sweep_dir), summary, cfg_dict, tag, bench_iterations, log)
         miss = _budget_miss(budget, base, measured)
-        history.append({"round": r, "chosen": list(alloc.chosen), "predicted_latency_ms": alloc.latency_ms,
-                        "predicted_fidelity_db": alloc.fidelity_db, "measured": measured, "miss": miss})
-        if miss <= 0:
+        entry = {"round": r, "chosen": list(alloc.chosen), "predicted_latency_ms": alloc.latency_ms,
+                 "predicted_fidelity_db": alloc.fidelity_db, "measured": measured, "miss": miss}
+        history.append(entry)
+        if miss <= 0 or not alloc.chosen:
             break
-        slack += miss * 1.2 + 1e-6
-        log(f"budget missed by {miss:.3g}: stepping back")
+        items, factor = corrected_items(items, set(alloc.chosen), alloc, base, measured, budget)
+        entry["correction"] = factor
+        log(f"budget missed by {miss:.3g}: chosen units corrected x{factor:.2f} by the measurement, solving again")
+    if verify and history and history[-1]["miss"] > 0 and history[-1]["chosen"] and \
+            budget.kind in ("latency_ratio", "latency_ms", "size_mb"):
+        alloc = solve([], base, budget)  # all-int8 meets every cost budget it was allowed to start from
+        cfg_dict = allocation_config(base_cfg, [], _describe(alloc, None, summary))
+        log("no corrected set met the budget: verifying all-int8")
+        measured = _measure(Path(sweep_dir), summary, cfg_dict, f"{budget.kind}-{budget.value:g}-int8", bench_iterations,
+                            log)
+        history.append({"round": len(history), "chosen": [], "predicted_latency_ms": alloc.latency_ms,
+                        "predicted_fidelity_db": alloc.fidelity_db, "measured": measured,
+                        "miss": _budget_miss(budget, base, measured)})
     met = not verify or (history and history[-1]["miss"] <= 0)
     cfg_dict["description"] = _describe(alloc, measured, summary) + ("" if met else " BUDGET MISSED after "
                                                                      f"{len(history)} rounds.")
@@ -168,6 +244,13 @@ def allocate_and_verify(sweep_dir: Path, budget: Budget, out: Path, *, verify: b
                   f"{summary['size_bytes']['int8'] / 1e6:.2f} |",
                   f"| paper recipe | {measured['paper_ms']:.2f} | {measured['paper_ratio']:.3f} | "
                   f"{measured['paper_fidelity_db']:.2f} | {summary['size_bytes']['paper'] / 1e6:.2f} |"]
+        c = measured.get("configured")
+        if c:
+            base_ms = measured["int8_ms"]
+            lines += [f"| all-int8, {c['activations']} act. (configured) | {c['int8_ratio'] * base_ms:.2f} | "
+                      f"{c['int8_ratio']:.3f} | {c['int8_fidelity_db']:.2f} | {summary['size_bytes']['int8'] / 1e6:.2f} |",
+                      f"| paper recipe, {c['activations']} act. (configured) | {c['paper_ratio'] * base_ms:.2f} | "
+                      f"{c['paper_ratio']:.3f} | {c['paper_fidelity_db']:.2f} | {summary['size_bytes']['paper'] / 1e6:.2f} |"]
         lines.append(f"\nBudget {'met' if met else 'MISSED'} after {len(history)} verify round(s).")
     record["markdown"] = "\n".join(lines)
     return record

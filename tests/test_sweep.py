@@ -14,7 +14,7 @@ from mixq_nncf.sweep import ResultStore, SweepSpec, parse_shard, run_sweep
 from tiny_models import TINY
 
 SPEC = SweepSpec(granularity="layer", input_size=(16, 16), top_k=3, top_k_cheap=1, rank_images=2, rank_crop=16,
-                 latency_runs=2, bench_iterations=3)
+                 latency_runs=2, bench_iterations=3, activations="configured")
 
 
 def _cfg():
@@ -220,3 +220,51 @@ def test_qat_mode_refines_the_top_candidates(tmp_path):
     refined = [r for r in s["stages"] if "qat_gain_db" in r]
     assert len(refined) == 1 and math.isfinite(refined[0]["qat_gain_db"])
     assert (tmp_path / "qat" / "_base" / "final.pt").is_file()
+
+
+def test_auto_activation_scheme_is_measured_and_the_sweep_runs_on_the_better_one(tmp_path):
+    from dataclasses import replace
+
+    from mixq_nncf.verify import allocate_and_verify
+
+    logs = []
+    outcome = run_sweep(_cfg(), tmp_path, replace(SPEC, activations="auto", granularity="stage"), progress=False,
+                        log=logs.append)
+    sc = outcome.summary["activation_scheme"]
+    assert sc["configured"] == "symmetric" and set(sc["schemes"]) == {"symmetric", "asymmetric"}
+    rows = sc["schemes"]
+    allowed = [m for m, r in rows.items() if r["int8_ratio"] <= sweep_mod.SCHEME_LATENCY_TOLERANCE]
+    assert sc["chosen"] == max(allowed, key=lambda m: rows[m]["int8_fidelity_db"])
+    effective = json.loads((tmp_path / "effective_config.json").read_text())
+    assert (effective["compression"]["activations"]["mode"] or "symmetric") == sc["chosen"]
+    # the chosen scheme's calibration is adopted, not repeated: three calibrations would mean it was
+    assert sum(m.startswith("calibrating (one nncf.quantize") for m in logs) == 2
+    # the sweep's own all-int8 IR is the chosen scheme's, with the fidelity the scheme run measured
+    assert outcome.summary["ir_fidelity"]["int8"]["psnr"] == pytest.approx(rows[sc["chosen"]]["int8_fidelity_db"])
+    assert "Activation scheme" in (tmp_path / "sweep.md").read_text()
+    out = tmp_path / "alloc.json"
+    allocate_and_verify(tmp_path, Budget("latency_ratio", 3.0), out, rounds=1, bench_iterations=2, log=lambda m: None)
+    assert (load_config(out).compression.activations.mode or "symmetric") == sc["chosen"]
+
+
+def test_a_missed_budget_corrects_the_chosen_costs_and_steps_back_by_measurement():
+    from mixq_nncf.verify import corrected_items
+
+    base = Base(100.0, 1e6, 30.0)
+    items = [Item("a", ("a",), 0.5, 4.0, 10), Item("b", ("b",), 0.3, 1.0, 10), Item("c", ("c",), 0.2, 1.0, 10)]
+    budget = Budget("latency_ratio", 1.05)
+    first = solve(items, base, budget)
+    assert set(first.chosen) == {"a", "b"}  # 5 ms predicted
+    # measured: 1.09x, i.e. the chosen units cost 9 ms, not 5
+    fixed, factor = corrected_items(items, set(first.chosen), first, base, {"latency_ratio": 1.09}, budget)
+    assert factor == pytest.approx(9 / 5)
+    assert [i.latency_ms for i in fixed] == pytest.approx([4.0 * 9 / 5, 1.0 * 9 / 5, 1.0])
+    second = solve(fixed, base, budget)
+    assert set(second.chosen) == {"b", "c"}  # a alone (7.2 ms) no longer fits; the cheap pair does
+    # fidelity budgets: the chosen gains shrink to what was measured
+    fb = Budget("min_fidelity_db", 30.6)
+    pick = solve(items, base, fb)
+    fixed, factor = corrected_items(items, set(pick.chosen), pick, base,
+                                    {"fidelity_db": 30.3, "int8_fidelity_db": 30.0}, fb)
+    assert factor == pytest.approx(0.3 / (pick.fidelity_db - 30.0))
+    assert sum(i.gain_db for i in fixed if i.name in pick.chosen) == pytest.approx(0.3)

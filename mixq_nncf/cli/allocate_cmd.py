@@ -23,7 +23,9 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
     budget.add_argument("--max-drop-db", type=float, metavar="DB",
                         help="fidelity at most DB below the 50 dB lossless ceiling (= --min-fidelity-db 50-DB)")
     p.add_argument("--no-verify", action="store_true", help="write the predicted allocation without building its IR")
-    p.add_argument("--rounds", type=int, default=3, help="verify / step-back rounds at most (default 3)")
+    p.add_argument("--rounds", type=int, default=4,
+                   help="verify rounds at most (default 4); after a miss the chosen units' costs are corrected by the "
+                        "measurement and the budget is solved again; a cost budget ends at all-int8 if nothing met it")
     p.add_argument("--bench-iterations", type=int, default=30, help="interleaved latency rounds when verifying")
 
 

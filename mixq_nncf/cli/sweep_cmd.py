@@ -43,6 +43,10 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--qat-steps", type=int, default=20, help="QAT steps per candidate in --mode qat")
     p.add_argument("--qat-top", type=int, default=3, help="candidates refined by QAT in --mode qat")
     p.add_argument("--niqe", action="store_true", help="also score NIQE on the ranking subset (slow, noisy)")
+    p.add_argument("--activations", choices=["auto", "configured"], default="auto",
+                   help="auto (default): also calibrate the other activation scheme (symmetric / asymmetric), "
+                        "measure both all-int8 IRs and sweep on the one closer to fp32 unless it is over 2%% slower; "
+                        "configured: keep the config's scheme")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -61,9 +65,16 @@ def run(args) -> int:
     size = tuple(args.input_size or cfg.benchmark.input_size)
     spec = SweepSpec(granularity=args.granularity, mode=args.mode, input_size=size, top_k=args.top_k,
                      top_k_cheap=args.top_k_cheap, rank_images=args.rank_images, rank_crop=args.rank_crop,
-                     qat_steps=args.qat_steps, qat_top=args.qat_top, niqe=args.niqe)
+                     qat_steps=args.qat_steps, qat_top=args.qat_top, niqe=args.niqe, activations=args.activations)
     out = Path(args.out)
     if args.jobs > 1 and not args.shard:
+        if spec.activations == "auto":  # once, before the shards: they all sweep on the chosen scheme
+            out.mkdir(parents=True, exist_ok=True)
+            from ..config import dump_config
+            from ..sweep import choose_scheme
+
+            dump_config(cfg, out / "config.json", check_unchanged=True, ignore=("name", "benchmark", "eval", "variants"))
+            choose_scheme(cfg, spec, out)
         argv = [a for a in sys.argv[1:]]
         i = argv.index("--jobs") if "--jobs" in argv else None
         if i is not None:
