@@ -251,10 +251,20 @@ class RangeInit:
                 raise ConfigError(f"initializer.range.{name}: {value} is not a percentile; use 0..100")
 
 
+WEIGHT_RANGES = ("auto", "min_max", "mse")
+
+
 @dataclass(frozen=True)
 class Initializer:
+    """weight_range: how weight quantizer ranges start. min_max (NNCF's: each output channel's largest |w|, clips
+    nothing), mse (per output channel, the clipping range with the least squared weight error) or auto: mse for
+    weights below 8 bits, where min-max wastes most of the few levels, min_max otherwise."""
     range: RangeInit = field(default_factory=RangeInit)
     fast_bias_correction: bool = True
+    weight_range: str = "auto"
+
+    def __post_init__(self):
+        _check_choice(self.weight_range, WEIGHT_RANGES, "compression.initializer.weight_range")
 
 
 @dataclass(frozen=True)

@@ -460,3 +460,131 @@ def force_signed(qmodel: nn.Module, *, weights: bool = False, activations: bool 
             q._qspec.signedness_to_force = True
             changed += 1
     return changed
+
+
+def _channel_dims(w: torch.Tensor, scale_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The dims of ``w`` one scale value covers (all of them for a per-tensor quantizer)."""
+    if len(scale_shape) != w.dim():
+        return tuple(range(w.dim()))
+    return tuple(d for d in range(w.dim()) if scale_shape[d] == 1)
+
+
+def _write_range(q: nn.Module, low: torch.Tensor, high: torch.Tensor) -> None:
+    """Store a range in a quantizer's own parameters (symmetric: scale = high; asymmetric: low and width)."""
+    from nncf.torch.quantization.layers import AsymmetricQuantizer
+
+    with torch.no_grad():
+        if isinstance(q, AsymmetricQuantizer):
+            q.input_low.data.copy_(low.reshape(q.input_low.shape))
+            width = (high - low).reshape(q._input_range_param_storage.shape)
+            q._input_range_param_storage.data.copy_(width.log() if q.is_using_log_scale_storage else width)
+        else:
+            scale = high.reshape(q._scale_param_storage.shape)
+            q._scale_param_storage.data.copy_(scale.log() if q.is_using_log_scale_storage else scale)
+
+
+def _input_moments(conv: nn.Module, x: torch.Tensor, max_cols: int = 16384) -> Optional[torch.Tensor]:
+    """E[p p^T] over the conv's input patches p (one column of unfold per output pixel), or None where the conv
+    is not a plain 2-D one. A weight error dW then costs dW H dW^T in output squared error, per output channel."""
+    if not isinstance(conv, nn.Conv2d) or conv.groups != 1 or isinstance(conv.padding, str):
+        return None
+    cols = torch.nn.functional.unfold(x.float(), conv.kernel_size, dilation=conv.dilation, padding=conv.padding,
+                                      stride=conv.stride)  # N, C*k*k, L
+    cols = cols.transpose(0, 1).reshape(cols.shape[1], -1)
+    if cols.shape[1] > max_cols:
+        g = torch.Generator().manual_seed(0)
+        cols = cols[:, torch.randperm(cols.shape[1], generator=g)[:max_cols]]
+    return cols @ cols.T / cols.shape[1]
+
+
+def _fit_one(q: nn.Module, w: torch.Tensor, ratios: list[float], moments: Optional[torch.Tensor]) -> torch.Tensor:
+    """Write the best per-channel clipping ratio of one weight quantizer; returns the ratios chosen."""
+    from nncf.torch.quantization.layers import AsymmetricQuantizer
+
+    asym = isinstance(q, AsymmetricQuantizer)
+    shape = tuple((q.input_low if asym else q.scale).shape)
+    dims = _channel_dims(w, shape)
+    w_min, w_max = w.amin(dim=dims, keepdim=True), w.amax(dim=dims, keepdim=True)
+    if asym:
+        base_low, base_high = w_min, w_max
+    else:
+        base_high = torch.maximum(w_max.abs(), w_min.abs())
+        base_low = -base_high
+    base_high = torch.where(base_high > base_low, base_high, base_low + 1e-8)
+    per_out = moments is not None and dims == tuple(range(1, w.dim()))
+    best_err = torch.full_like(base_high, float("inf"))
+    best_ratio = torch.ones_like(base_high)
+    for r in ratios:
+        _write_range(q, base_low * r, base_high * r)
+        dw = q(w) - w
+        if per_out:
+            flat = dw.reshape(dw.shape[0], -1)
+            err = ((flat @ moments) * flat).sum(dim=1).reshape(best_err.shape)
+        else:
+            err = dw.pow(2).sum(dim=dims, keepdim=True)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_ratio = torch.where(better, torch.full_like(best_ratio, r), best_ratio)
+    _write_range(q, base_low * best_ratio, base_high * best_ratio)
+    return best_ratio
+
+
+def fit_weight_ranges(qmodel: nn.Module, sites: dict[str, QuantizerSite], *, max_bits: Optional[int] = None,
+                      examples: Optional[list[torch.Tensor]] = None,
+                      ratios: Optional[list[float]] = None) -> dict[str, float]:
+    """Per output channel, the weight clipping range with the least quantization error.
+
+    Min-max ranges clip nothing: at 4 bits a single outlier weight then leaves most of a channel on two or three of
+    its 16 levels. For every enabled per-layer weight quantizer (with at most ``max_bits`` bits, all when None) this
+    tries ranges ``ratio * [min, max]`` of each channel's weights through the quantizer itself (any bit width, mode
+    and narrow-range setting is honoured) and keeps each channel's best ratio; ratio 1 (min-max) is a candidate,
+    so no channel gets worse by the measure used. With ``examples`` (model inputs) the measure is the conv's
+    output squared error on them (weight error weighted by the second moments of the conv's real input patches,
+    fitted layer by layer in one forward, each layer seeing the already fitted ones before it); without, the
+    weights' squared error. Squared weight error alone can make the output worse: clipping shrinks a channel's
+    largest weights together, an error smooth image content does not average out. Returns quantizer key -> mean
+    chosen ratio."""
+    if ratios is None:
+        ratios = [round(0.2 + 0.01 * i, 2) for i in range(81)]  # 0.20 .. 1.00
+    if 1.0 not in ratios:
+        ratios = list(ratios) + [1.0]
+    modules = quantizer_modules(qmodel)
+    todo: dict[str, tuple[nn.Module, nn.Module]] = {}  # layer -> (conv module, quantizer)
+    keys: dict[str, str] = {}
+    seen: set[int] = set()
+    for key, site in sites.items():
+        q = modules.get(key)
+        if site.kind != "weight" or len(site.layers) != 1 or q is None or id(q) in seen:
+            continue
+        if not q.is_enabled_quantization() or (max_bits is not None and q.num_bits > max_bits):
+            continue
+        conv = qmodel.get_submodule(site.layers[0])
+        if not isinstance(getattr(conv, "weight", None), torch.Tensor):
+            continue
+        seen.add(id(q))
+        todo[site.layers[0]] = (conv, q)
+        keys[site.layers[0]] = key
+    fitted: dict[str, float] = {}
+
+    def fit(layer: str, moments: Optional[torch.Tensor]) -> None:
+        conv, q = todo[layer]
+        with torch.no_grad():
+            fitted[keys[layer]] = float(_fit_one(q, conv.weight.detach().float(), ratios, moments).mean())
+
+    if examples:
+        handles = []
+        for layer, (conv, _q) in todo.items():
+            def hook(_m, args, layer=layer, conv=conv):
+                if keys[layer] not in fitted:
+                    fit(layer, _input_moments(conv, args[0].detach()))
+            handles.append(conv.register_forward_pre_hook(hook))
+        try:
+            with torch.no_grad():
+                qmodel(torch.cat([e[:1] for e in examples[:4] if e.shape[1:] == examples[0].shape[1:]]))
+        finally:
+            for h in handles:
+                h.remove()
+    for layer in todo:
+        if keys[layer] not in fitted:
+            fit(layer, None)
+    return fitted

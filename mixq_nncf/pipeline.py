@@ -59,6 +59,7 @@ def _ptq_key(cfg: Config, plan: Any) -> str:
     comp["weights"].pop("bits", None)
     comp["activations"].pop("bits", None)
     comp.pop("fully_quantized", None)  # bit widths only: the same calibration serves it
+    comp.get("initializer", {}).pop("weight_range", None)  # applied after the bits, on each variant's copy
     fp32_layers = sorted(n for n, p in plan.layers.items() if p.weight_bits is None and p.act_bits is None)
     blob = json.dumps({"model": to_dict(cfg.model), "data": to_dict(cfg.data), "input": to_dict(cfg.input_info),
                        "compression": comp, "fp32": fp32_layers}, sort_keys=True)
@@ -195,7 +196,7 @@ def _quantized_model(cfg: Config, fp32, folder: Path, cache: Path, calibration: 
     from .nncf_adapter import apply_plan
     from .plan import as_int8, resolve_plan
     from .qcheckpoint import load_quantized, save_quantized
-    from .quantize import complete_plan, quantize
+    from .quantize import complete_plan, init_weight_ranges, quantize
 
     ckpt = folder / "quantized.pt"
     key = content_key(to_dict(cfg.model), _weights_key(cfg), to_dict(cfg.data), to_dict(cfg.input_info),
@@ -224,7 +225,13 @@ def _quantized_model(cfg: Config, fp32, folder: Path, cache: Path, calibration: 
         save_quantized(model, base_ckpt, arch=cfg.model.arch, args=cfg.model.args, plan=int8_plan,
                        meta={"calibration_s": time.perf_counter() - t0})
     plan = complete_plan(model, plan, cfg.compression)
-    conflicts = apply_plan(model, plan, input_range=input_range).conflicts
+    applied = apply_plan(model, plan, input_range=input_range)
+    conflicts = applied.conflicts
+    fitted = {} if cfg.compression.initializer.weight_range == "min_max" else \
+        init_weight_ranges(model, cfg.compression, applied.sites, calibration())
+    if fitted:
+        log(f"      weight ranges fitted (least output error) in {len(fitted)} quantizers, mean clipping ratio "
+            f"{sum(fitted.values()) / len(fitted):.2f}")
     save_quantized(model, ckpt, arch=cfg.model.arch, args=cfg.model.args, plan=plan,
                    meta={"variant": cfg.name, "weights": cfg.model.weights, "key": key, "conflicts": conflicts})
     return model, _with_conflicts(plan, conflicts)

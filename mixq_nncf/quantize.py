@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .config import CompressionSection, Config, ConfigError, bits_name
-from .nncf_adapter import apply_plan, force_signed, plan_with_skips
+from .nncf_adapter import QuantizerSite, apply_plan, fit_weight_ranges, force_signed, plan_with_skips
 from .plan import PrecisionPlan, resolve_plan
 
 
@@ -100,7 +100,19 @@ def quantize_with_conflicts(model: nn.Module, plan: PrecisionPlan, calibration: 
         force_signed(qmodel, weights=bool(compression.weights.signed), activations=bool(compression.activations.signed))
     plan = complete_plan(qmodel, plan, compression, example=calibration[0])
     applied = apply_plan(qmodel, plan, example=calibration[0], input_range=input_range or plan.input_range)
+    init_weight_ranges(qmodel, compression, applied.sites, calibration)
     return qmodel, list(applied.conflicts)
+
+
+def init_weight_ranges(qmodel: nn.Module, compression: CompressionSection, sites: dict[str, QuantizerSite],
+                       calibration: list[torch.Tensor] | None = None) -> dict[str, float]:
+    """Start the weight quantizers' ranges as compression.initializer.weight_range says, after the plan set their
+    bits (auto: clipping fitted to the least output error on the calibration images, below 8 bits only).
+    Returns quantizer key -> mean clipping ratio of those fitted."""
+    mode = compression.initializer.weight_range
+    if mode == "min_max":
+        return {}
+    return fit_weight_ranges(qmodel, sites, max_bits=7 if mode == "auto" else None, examples=calibration)
 
 
 def complete_plan(qmodel: nn.Module, plan: PrecisionPlan, compression: CompressionSection, *,
