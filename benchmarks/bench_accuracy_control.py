@@ -3,9 +3,13 @@
 NNCF's accuracy control quantizes the OpenVINO model, then greedily reverts the quantizer groups that cost the
 most metric to fp32 until the drop is met. Its metric here is fidelity to the fp32 output (PSNR-Y, capped at the
 50 dB lossless ceiling, so the fp32 model scores 50 and a drop D means fidelity >= 50 - D), on the same eval
-photos mixq verifies on. Latency is measured interleaved with the sweep's all-int8 and paper-recipe IRs.
+photos mixq verifies on. In the same run `mixq allocate` gets the same target (its wall time counted from the
+finished sweep), and the latency of both IRs is measured interleaved with the sweep's all-int8 and paper-recipe IRs.
+NNCF's preset follows the activation scheme the sweep chose (asymmetric activations = NNCF's MIXED preset), so both
+tools start from the same kind of int8 model.
 
-    python benchmarks/bench_accuracy_control.py runs/sweep_x4plus --min-fidelity-db 34.9
+    python benchmarks/bench_accuracy_control.py runs/sweep_x4plus_anime --min-fidelity-db 36 \
+        --out benchmarks/results/accuracy_control
 """
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ def main(argv=None) -> int:
     p.add_argument("--val-crop", type=int, default=48, help="LR centre crop of each eval photo for validation")
     p.add_argument("--bench-iterations", type=int, default=30)
     p.add_argument("--ranking-subset", type=int, default=4)
+    p.add_argument("--out", default=None, help="also copy result.json / result.md here")
+    p.add_argument("--no-allocate", action="store_true", help="only NNCF accuracy control")
     args = p.parse_args(argv)
 
     import nncf
@@ -45,7 +51,12 @@ def main(argv=None) -> int:
 
     d = Path(args.sweep_dir)
     summary = json.loads((d / "sweep.json").read_text())
-    cfg = parse_config(json.loads((d / "config.json").read_text()))
+    from mixq_nncf.allocate import Budget
+    from mixq_nncf.verify import allocate_and_verify, sweep_config
+
+    cfg = parse_config(sweep_config(d))
+    asym = (cfg.compression.activations.mode or ("asymmetric" if cfg.compression.preset == "mixed" else
+                                                 "symmetric")) == "asymmetric"
     ctx = Context(cfg, SweepSpec(), d, print)
     fp32_xml = d / "irs" / "fp32.xml"
     scale, border = ctx.scale, ctx.crop_border
@@ -74,7 +85,8 @@ def main(argv=None) -> int:
     model = core.read_model(str(fp32_xml))
     quantized = nncf.quantize_with_accuracy_control(
         model, nncf.Dataset(calib), nncf.Dataset(list(enumerate(val)), lambda item: item[1].numpy()), validate,
-        max_drop=CEILING_DB - target, preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calib),
+        max_drop=CEILING_DB - target,
+        preset=nncf.QuantizationPreset.MIXED if asym else nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calib),
         fast_bias_correction=True,
         advanced_quantization_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.DISABLE,
                                                                          disable_bias_correction=True),
@@ -84,30 +96,63 @@ def main(argv=None) -> int:
     xml = d / "nncf_ac" / "model.xml"
     xml.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(quantized, str(xml), compress_to_fp16=False)
+    alloc = None
+    if not args.no_allocate:
+        t1 = time.perf_counter()
+        alloc = allocate_and_verify(d, Budget("min_fidelity_db", target), d / "nncf_ac" / "allocated.json", log=print)
+        alloc_wall = time.perf_counter() - t1
     h, w = summary["input_size"]
     irs = d / "irs"
-    stats = {s.name: s.median_ms for s in benchmark(
-        [Target("int8", "openvino", irs / "int8.xml"), Target("nncf_ac", "openvino", xml),
-         Target("paper", "openvino", irs / "paper.xml")], input_size=(h, w), iterations=args.bench_iterations,
-        warmup=2, progress=False)}
-    fid = ir_fidelity(xml, fp32_xml, ctx.eval_pairs(), border)
-    audit = audit_runtime(xml, (1, 3, h, w))
+    targets = [Target("int8", "openvino", irs / "int8.xml"), Target("nncf_ac", "openvino", xml),
+               Target("paper", "openvino", irs / "paper.xml")]
+    if alloc and alloc["verified"]:
+        targets.append(Target("mixq", "openvino", Path(alloc["verified"]["xml"])))
+    stats = {s.name: s.median_ms for s in benchmark(targets, input_size=(h, w), iterations=args.bench_iterations,
+                                                      warmup=2, progress=False)}
     mi = machine_info()
-    result = {"tool": "nncf.quantize_with_accuracy_control", "nncf": nncf.__version__, "target_fidelity_db": target,
-              "max_drop": CEILING_DB - target, "wall_s": round(wall, 1), "latency_ms": stats["nncf_ac"],
-              "latency_ratio": stats["nncf_ac"] / stats["int8"], "paper_ratio": stats["paper"] / stats["int8"],
-              "fidelity_db": fid["psnr"], "fidelity_ssim": fid["ssim"], "eval_images": fid["images"],
-              "size_bytes": ir_size(xml).bin_bytes, "runtime_convs": {"int8": audit.conv_int8, "fp32": audit.conv_fp32},
-              "fp32_convs": audit.fp32_convs, "validation": {"crops": len(val), "crop": c},
-              "machine": {"cpu": mi.cpu, "cores": mi.cores}}
+    rows = {}
+    for name, tool, path, wall_s in (("nncf_ac", "NNCF quantize_with_accuracy_control", xml, wall),
+                                     ("mixq", "mixq allocate (on the finished sweep)",
+                                      Path(alloc["verified"]["xml"]) if alloc and alloc["verified"] else None,
+                                      alloc_wall if alloc else None)):
+        if path is None:
+            continue
+        fid = ir_fidelity(path, fp32_xml, ctx.eval_pairs(), border)
+        audit = audit_runtime(path, (1, 3, h, w))
+        rows[name] = {"tool": tool, "wall_s": round(wall_s, 1), "latency_ms": stats[name],
+                      "latency_ratio": stats[name] / stats["int8"], "fidelity_db": fid["psnr"],
+                      "fidelity_ssim": fid["ssim"], "eval_images": fid["images"], "size_bytes": ir_size(path).bin_bytes,
+                      "runtime_convs": {"int8": audit.conv_int8, "fp32": audit.conv_fp32},
+                      "fp32_convs": audit.fp32_convs}
+    result = {"nncf": nncf.__version__, "target_fidelity_db": target, "max_drop": CEILING_DB - target,
+              "preset": "mixed" if asym else "performance", "input_size": [h, w],
+              "paper_ratio": stats["paper"] / stats["int8"], "int8_ms": stats["int8"],
+              "int8_fidelity_db": summary["ir_fidelity"]["int8"]["psnr"],
+              "paper_fidelity_db": summary["ir_fidelity"]["paper"]["psnr"],
+              "sweep_job_wall_s": summary.get("job_wall_s"), "rows": rows, "validation": {"crops": len(val), "crop": c},
+              "allocation": alloc and {k: alloc[k] for k in ("chosen", "budget_met", "rounds")},
+              "machine": {"cpu": mi.cpu, "cores": mi.cores, "openvino": mi.openvino}}
+    lines = [f"Target: fidelity >= {target:g} dB on the {rows['nncf_ac']['eval_images']} eval photos (NNCF max_drop "
+             f"{CEILING_DB - target:g} on a 50 dB-capped PSNR-Y to fp32). {mi.cpu}, {mi.cores} cores, LR {h}x{w}, "
+             "latency interleaved in one run.", "",
+             "| tool | wall s | latency vs all-int8 | fidelity dB (eval photos) | convs int8/fp32 at runtime | IR MB |",
+             "|---|---|---|---|---|---|",
+             f"| all-int8 (sweep) | - | 1.000 | {result['int8_fidelity_db']:.2f} | - | - |",
+             f"| paper recipe (sweep) | - | {result['paper_ratio']:.3f} | {result['paper_fidelity_db']:.2f} | - | - |"]
+    for r in rows.values():
+        lines.append(f"| {r['tool']} | {r['wall_s']:.0f} | {r['latency_ratio']:.3f} | {r['fidelity_db']:.2f} | "
+                     f"{r['runtime_convs']['int8']}/{r['runtime_convs']['fp32']} | {r['size_bytes'] / 1e6:.2f} |")
+    result["markdown"] = "\n".join(lines)
     atomic_write_json(d / "nncf_ac" / "result.json", result)
+    if args.out:
+        atomic_write_json(Path(args.out) / "result.json", result)
+        (Path(args.out) / "result.md").write_text(result["markdown"] + "\n")
+    ac = rows["nncf_ac"]
     atomic_write_json(d / "point_nncf_ac.json", {"name": f"NNCF accuracy control (>= {target:g} dB)",
-                                                 "latency_ms": result["latency_ratio"] * summary["latency_ms"]["int8"],
-                                                 "size_bytes": result["size_bytes"], "fidelity_db": fid["psnr"]})
+                                                 "latency_ms": ac["latency_ratio"] * summary["latency_ms"]["int8"],
+                                                 "size_bytes": ac["size_bytes"], "fidelity_db": ac["fidelity_db"]})
     plot_pareto(summary, d / "pareto.png")
-    print(f"| tool | wall s | latency vs int8 | fidelity dB | convs int8/fp32 |\n|---|---|---|---|---|\n"
-          f"| NNCF accuracy control | {wall:.0f} | {result['latency_ratio']:.3f} | {fid['psnr']:.2f} | "
-          f"{audit.conv_int8}/{audit.conv_fp32} |")
+    print(result["markdown"])
     return 0
 
 
