@@ -28,6 +28,11 @@ RECIPES: dict[str, dict] = {
     "distill_fft_feat": {"fft_weight": 1.0, "feature_distill_weight": 0.1},
     # + adversarial distillation: a patch discriminator, warmed up alone, tells teacher outputs from the student's
     "distill_adv": {"adv_distill_weight": 1e-2, "adv_warmup_steps": 30, "lr_d": 2e-4, "gan_type": "ragan"},
+    # stronger adversarial distillation: 5x the weight, a longer discriminator warm-up and a faster discriminator
+    "distill_adv_strong": {"adv_distill_weight": 5e-2, "adv_warmup_steps": 40, "lr_d": 5e-4, "gan_type": "ragan"},
+    # spectrum + adversarial distillation together
+    "distill_fft_adv": {"fft_weight": 1.0, "adv_distill_weight": 2e-2, "adv_warmup_steps": 40, "lr_d": 5e-4,
+                        "gan_type": "ragan"},
 }
 STARTS = {"int8": "ptq_int8", "mixed": "qat_mixed"}  # demo variant whose PTQ start is used
 METRICS = ("fidelity_psnr", "niqe", "fidelity_ms_ssim", "fidelity_gmsd", "fidelity_nlpd", "laplacian_ratio",
