@@ -12,8 +12,8 @@ for bit; below that, :meth:`Upscaler.seam_error` measures the difference.
 from __future__ import annotations
 
 import os
-import threading
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
@@ -90,7 +90,6 @@ class _Job:
     out: np.ndarray
     key: Any = None
     remaining: int = 0
-    done: threading.Event = field(default_factory=threading.Event)
     error: Optional[BaseException] = None
     bar: Any = None
 
@@ -140,8 +139,8 @@ class Upscaler:
         if self.cache_dir is not None:  # compiled blobs are reused by the next process: start-up drops to a read
             self._core.set_property({"CACHE_DIR": str(self.cache_dir)})
         self._compiled: dict[tuple[int, int], Any] = {}
-        self._queues: dict[tuple[int, int], Any] = {}
-        self._lock = threading.Lock()
+        self._idle: dict[tuple[int, int], list] = {}  # free infer requests per window shape
+        self._inflight: deque = deque()  # (request, shape, job, tile), oldest first
 
     # -- model -------------------------------------------------------------------------------------------------
 
@@ -179,38 +178,43 @@ class Upscaler:
                                      f"{str(exc).strip().splitlines()[0][:200]}") from None
         return self._compiled[(h, w)]
 
-    def _queue(self, h: int, w: int):
-        if (h, w) not in self._queues:
-            ov = _ov()
-            compiled = self.compiled(h, w)
-            try:
-                n = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-            except Exception:
-                n = 1
-            # one request more than the streams: the next window is queued while Python stitches the last one
-            queue = ov.AsyncInferQueue(compiled, max(1, n) + 1)
-            queue.set_callback(self._on_done)
-            self._queues[(h, w)] = queue
-        return self._queues[(h, w)]
+    def _new_requests(self, h: int, w: int) -> list:
+        compiled = self.compiled(h, w)
+        try:
+            n = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        except Exception:
+            n = 1
+        # one request more than the streams: the next window is queued while Python stitches the last one
+        return [compiled.create_infer_request() for _ in range(max(1, n) + 1)]
 
     # -- the pipeline ------------------------------------------------------------------------------------------
+    # Requests run asynchronously in OpenVINO's threads; every wait and every stitch happens in the caller's
+    # thread (no Python callbacks), so no OpenVINO object is ever used or freed from one of its own threads.
 
-    def _on_done(self, request, userdata) -> None:
-        job, t = userdata
+    def _complete_oldest(self) -> None:
+        request, shape, job, t = self._inflight.popleft()
         try:
+            request.wait()
             s = self.scale
             sr = request.get_output_tensor(0).data[0]
             job.out[:, t.y0 * s:t.y1 * s, t.x0 * s:t.x1 * s] = \
                 sr[:, (t.y0 - t.y) * s:(t.y1 - t.y) * s, (t.x0 - t.x) * s:(t.x1 - t.x) * s]
-        except BaseException as exc:  # surfaced in the main thread
-            job.error = exc
-        with self._lock:
-            job.remaining -= 1
-            last = job.remaining <= 0
+        except Exception as exc:  # raised when the job is finished
+            job.error = job.error or exc
+        self._idle[shape].append(request)
+        job.remaining -= 1
         if job.bar is not None:
             job.bar.update(1)
-        if last:
-            job.done.set()
+
+    def _start(self, window: np.ndarray, job: "_Job", t: Tile) -> None:
+        shape = (t.h, t.w)
+        if shape not in self._idle:
+            self._idle[shape] = self._new_requests(*shape)
+        while not self._idle[shape]:
+            self._complete_oldest()
+        request = self._idle[shape].pop()
+        request.start_async({0: window})
+        self._inflight.append((request, shape, job, t))
 
     def _submit(self, picture: Picture, key: Any = None) -> _Job:
         h, w = picture.size
@@ -229,14 +233,13 @@ class Upscaler:
 
             job.bar = tqdm(total=len(tiles), desc=str(key) if key is not None else "upscale", unit="tile",
                            leave=False)
-        queue = self._queue(tiles[0].h, tiles[0].w)
         for t in tiles:
-            window = chw[None, :, t.y:t.y + t.h, t.x:t.x + t.w]
-            queue.start_async({0: np.ascontiguousarray(window)}, (job, t))
+            self._start(np.ascontiguousarray(chw[None, :, t.y:t.y + t.h, t.x:t.x + t.w]), job, t)
         return job
 
     def _finish(self, job: _Job) -> Picture:
-        job.done.wait()
+        while job.remaining > 0:
+            self._complete_oldest()
         if job.bar is not None:
             job.bar.close()
         if job.error is not None:
@@ -298,9 +301,13 @@ class Upscaler:
                 "tiles": len(self.tiles_for(*picture.size))}
 
     def close(self) -> None:
-        for q in self._queues.values():
-            q.wait_all()
-        self._queues.clear()
+        while self._inflight:
+            request = self._inflight.popleft()[0]
+            try:
+                request.wait()
+            except Exception:  # noqa: BLE001 - closing: a failed request has nothing left to give
+                pass
+        self._idle.clear()
         self._compiled.clear()
 
     def __enter__(self) -> "Upscaler":

@@ -121,9 +121,6 @@ def test_tiled_equals_untiled_exactly_with_border_tiles(ir):
     assert not short.exact and 0 < seams["max_abs_diff"] and seams["psnr_db"] < float("inf")
 
 
-@pytest.mark.skip(reason="known bug: an Upscaler that has run two window shapes hangs or aborts while it is freed "
-                         "in about 1 run in 7 (OpenVINO AsyncInferQueue teardown); remove this mark and run "
-                         "it a few times to reproduce")
 def test_stream_keeps_order_and_never_runs_two_window_shapes_at_once(ir):
     from mixq_nncf.imageio import Picture as Pic
 
