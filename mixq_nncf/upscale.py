@@ -5,8 +5,8 @@
         big = up.upscale(PIL.Image.open("frame.png"))   # numpy (H, W[, C]) uint8/uint16/float or PIL in, same out
 
 Tiles all share one window shape, so the IR is reshaped to it and compiled statically (faster than a dynamic
-model); several infer requests run at once through an ov.AsyncInferQueue, and tiles of the next image (of the
-same window shape) are queued before the previous image is written. With ``overlap >= reach.radius`` the result equals untiled inference bit
+model); several infer requests run at once (started asynchronously, waited for and stitched in the caller's
+thread), and tiles of the next image (of the same window shape) are queued before the previous image is written. With ``overlap >= reach.radius`` the result equals untiled inference bit
 for bit; below that, :meth:`Upscaler.seam_error` measures the difference.
 """
 from __future__ import annotations
