@@ -164,8 +164,11 @@ def _hash(obj: Any) -> str:
 
 def context_key(cfg: Config, spec: SweepSpec) -> dict:
     """What every measurement depends on: the model, data, quantization and the sweep settings."""
+    comp = to_dict(cfg.compression)
+    # the sweep re-plans one calibration with apply_plan, which never fits weight ranges: not part of its key
+    (comp.get("initializer") or {}).pop("weight_range", None)
     return {"model": to_dict(cfg.model), "data": to_dict(cfg.data), "input": to_dict(cfg.input_info),
-            "compression": to_dict(cfg.compression), "export": to_dict(cfg.export),
+            "compression": comp, "export": to_dict(cfg.export),
             "training": to_dict(cfg.training) if spec.mode == "qat" else None, "sweep": spec.key()}
 
 

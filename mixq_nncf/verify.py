@@ -144,8 +144,13 @@ def corrected_items(items: list[Item], chosen: set[str], predicted: Allocation, 
                     budget: Budget) -> tuple[list[Item], float]:
     """The items with what a verify round taught: the chosen units' latency scaled by measured / predicted added
     latency (their Reorder/Convert boundaries inside an int8 chain are what the sweep's estimate misses), and for
-    fidelity budgets their gain by measured / predicted gain (gains measured one unit at a time do not add up)."""
+    fidelity budgets their gain by measured / predicted gain (gains measured one unit at a time do not add up).
+    Unchosen units of the same kind (weights-only or weights+input) get the same factor: the estimate errs alike
+    for them, and otherwise the next round only swaps in units whose error has not been seen yet."""
     from dataclasses import replace
+
+    kinds = {i.override for i in items if i.name in chosen}
+    chosen = {i.name for i in items if i.override in kinds}
 
     if budget.kind in ("latency_ratio", "latency_ms"):
         pred = predicted.latency_ms - base.latency_ms

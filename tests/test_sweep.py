@@ -258,9 +258,14 @@ def test_a_missed_budget_corrects_the_chosen_costs_and_steps_back_by_measurement
     # measured: 1.09x, i.e. the chosen units cost 9 ms, not 5
     fixed, factor = corrected_items(items, set(first.chosen), first, base, {"latency_ratio": 1.09}, budget)
     assert factor == pytest.approx(9 / 5)
-    assert [i.latency_ms for i in fixed] == pytest.approx([4.0 * 9 / 5, 1.0 * 9 / 5, 1.0])
+    # every unit of the kind the round measured (here all keep weights+input high) carries the correction
+    assert [i.latency_ms for i in fixed] == pytest.approx([4.0 * 9 / 5, 1.0 * 9 / 5, 1.0 * 9 / 5])
+    weights_only = [Item("a", ("a",), 0.5, 4.0, 10), Item("b", ("b",), 0.3, 1.0, 10, "weights")]
+    other, _ = corrected_items(weights_only, {"a"}, solve(weights_only, base, budget), base, {"latency_ratio": 1.09},
+                               budget)
+    assert other[1].latency_ms == 1.0  # another kind of unit keeps its own estimate
     second = solve(fixed, base, budget)
-    assert set(second.chosen) == {"b", "c"}  # a alone (7.2 ms) no longer fits; the cheap pair does
+    assert set(second.chosen) == {"b", "c"}  # a alone (7.2 ms) no longer fits; the cheap pair (3.6 ms) does
     # fidelity budgets: the chosen gains shrink to what was measured
     fb = Budget("min_fidelity_db", 30.6)
     pick = solve(items, base, fb)
