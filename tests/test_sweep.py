@@ -13,6 +13,12 @@ from mixq_nncf.plan import resolve_plan
 from mixq_nncf.sweep import ResultStore, SweepSpec, parse_shard, run_sweep
 from tiny_models import TINY
 
+
+def build_tiny():
+    from mixq_nncf.models import build_generator
+
+    return build_generator("msrresnet_x4", **TINY)
+
 SPEC = SweepSpec(granularity="layer", input_size=(16, 16), top_k=3, top_k_cheap=1, rank_images=2, rank_crop=16,
                  latency_runs=2, bench_iterations=3, activations="configured")
 
@@ -242,9 +248,23 @@ def test_auto_activation_scheme_is_measured_and_the_sweep_runs_on_the_better_one
     # the sweep's own all-int8 IR is the chosen scheme's, with the fidelity the scheme run measured
     assert outcome.summary["ir_fidelity"]["int8"]["psnr"] == pytest.approx(rows[sc["chosen"]]["int8_fidelity_db"])
     assert "Activation scheme" in (tmp_path / "sweep.md").read_text()
+    from mixq_nncf.verify import reference_candidates, sweep_config
+
+    refs = reference_candidates(tmp_path, outcome.summary, sweep_config(tmp_path))
+    assert {(r["mode"], r["paper"]) for r in refs} == {(m, p) for m in rows for p in (False, True)}
+    for r in refs:  # each reference is an ordinary config that builds what the sweep measured
+        cfg = parse_config(r["config"])
+        assert cfg.compression.activations.mode == r["mode"]
+        plan = resolve_plan(build_tiny(), cfg.compression)
+        assert set(plan.high_precision_layers()) == (set(outcome.summary["paper_layers"]) if r["paper"] else set())
     out = tmp_path / "alloc.json"
-    allocate_and_verify(tmp_path, Budget("latency_ratio", 3.0), out, rounds=1, bench_iterations=2, log=lambda m: None)
-    assert (load_config(out).compression.activations.mode or "symmetric") == sc["chosen"]
+    rec = allocate_and_verify(tmp_path, Budget("latency_ratio", 3.0), out, rounds=1, bench_iterations=2,
+                              log=lambda m: None)
+    mode = load_config(out).compression.activations.mode or "symmetric"
+    assert mode == sc["chosen"] or rec["reference"].endswith(f"{mode} activations")
+    # never worse than a reference the sweep measured within the budget (by the sweep's own figures)
+    fits = [r["fidelity"]["psnr"] for r in refs if r["latency_ratio"] <= 3.0]
+    assert rec["reference"] or rec["verified"]["fidelity_db"] >= max(fits) - 1e-6 or not rec["budget_met"]
 
 
 def test_a_missed_budget_corrects_the_chosen_costs_and_steps_back_by_measurement():
