@@ -202,7 +202,7 @@ def scheme_points(s: dict) -> dict[str, tuple[float, float, float]]:
     """All-int8 / paper recipe under the scheme not chosen, for the Pareto plot (latency scaled by the ratio
     measured in the scheme run to the sweep's own all-int8 latency)."""
     sc = s.get("activation_scheme")
-    if not sc or sc["chosen"] == sc["configured"] and len(sc["schemes"]) < 2:
+    if not sc:
         return {}
     chosen = sc["schemes"][sc["chosen"]]
     out = {}

@@ -22,6 +22,14 @@ def _arch_tiny(arch):
     return {"model.arch": arch}
 
 
+def _quantized(config, arch, calibration):
+    """A tiny model of the family quantized with the config's plan: (plan, quantized model)."""
+    cfg = load_config(config)
+    model = tiny(arch)
+    plan = resolve_plan(model, cfg.compression)
+    return plan, quantize(model, plan, calibration, compression=cfg.compression)
+
+
 # one config per distinct bit pattern: all-int8, int16 first/last + int8, int4 weights with int8 ends
 IR_CONFIGS = ["configs/srgan_ptq_int8.json", "configs/esrgan_qat_mixed.json", "configs/fqsr_a8w4_msrresnet.json"]
 
@@ -30,10 +38,7 @@ IR_CONFIGS = ["configs/srgan_ptq_int8.json", "configs/esrgan_qat_mixed.json", "c
 @pytest.mark.parametrize("arch", FAMILIES)
 def test_exported_ir_runs_the_configured_bits(config, arch, calibration, tmp_path):
     """Read back from the exported IR's own FakeQuantize levels / stored integers, not through our mapping."""
-    cfg = load_config(config)
-    model = tiny(arch)
-    plan = resolve_plan(model, cfg.compression)
-    qmodel = quantize(model, plan, calibration, compression=cfg.compression)
+    plan, qmodel = _quantized(config, arch, calibration)
     ir = ir_conv_bits(export_ir(qmodel, tmp_path / "m.xml", example_input=calibration[0]))
     assert set(ir) == set(plan.layers)
     # every conv runs the plan's weight bits; a shared activation quantizer may only raise the input's
@@ -50,10 +55,7 @@ def test_exported_ir_runs_the_configured_bits(config, arch, calibration, tmp_pat
 @pytest.mark.parametrize("config", PUBLISHED + ["configs/fqsr_a8w4_msrresnet.json", "configs/fqsr_a4w4_msrresnet.json"])
 @pytest.mark.parametrize("arch", FAMILIES)
 def test_quantizer_bits_survive_save(config, arch, calibration, tmp_path):
-    cfg = load_config(config)
-    model = tiny(arch)
-    plan = resolve_plan(model, cfg.compression)
-    qmodel = quantize(model, plan, calibration, compression=cfg.compression)
+    plan, qmodel = _quantized(config, arch, calibration)
     got = layer_bits(quantizer_table(qmodel, plan))
     path = save_quantized(qmodel, tmp_path / "q.pt", arch=arch, args=TINY, plan=plan)
     restored = load_quantized(path)
