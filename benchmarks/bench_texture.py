@@ -1,7 +1,9 @@
-"""QAT loss recipes on Real-ESRGAN x4plus: quality vs step, from the demo's PTQ starts, for every metric.
+"""QAT loss recipes: quality vs step, from the same PTQ starts, for every metric (default: the demo's model).
 
     python benchmarks/bench_texture.py --out benchmarks/results/texture                 # all recipes, int8 start
     python benchmarks/bench_texture.py --recipes distill,distill_grad --starts int8,mixed --steps 90
+    python benchmarks/bench_texture.py --config configs/fqsr_compare_realesrgan_anime.json --starts fqsr_a8w4 \
+        --recipes as_configured --steps 1500 --eval-every 250 --crop 0 --images 8      # any config's variant
 
 Each recipe trains the same PTQ start (the demo's calibration: int8, or int8 + int16 feature extraction /
 reconstruction) with the demo's training settings plus the recipe's terms, on the offline training photos, and is
@@ -33,7 +35,15 @@ RECIPES: dict[str, dict] = {
     # spectrum + adversarial distillation together
     "distill_fft_adv": {"fft_weight": 1.0, "adv_distill_weight": 2e-2, "adv_warmup_steps": 40, "lr_d": 5e-4,
                         "gan_type": "ragan"},
+    # + L1 on the contrast-normalised luma NIQE reads: grain in flat regions weighs as much as errors in texture
+    "distill_mscn": {"mscn_weight": 0.05},
+    "distill_mscn_strong": {"mscn_weight": 0.2},
+    "distill_fft_mscn": {"fft_weight": 1.0, "mscn_weight": 0.05},
+    # the quantizer intervals at their own, 50x larger step: the rounding noise they set can shrink
+    "intervals": {"lr_quantizers": 1e-3},
+    "intervals_mscn": {"lr_quantizers": 1e-3, "mscn_weight": 0.05},
 }
+RECIPES["as_configured"] = {}  # the start variant's own training section, unchanged
 STARTS = {"int8": "ptq_int8", "mixed": "qat_mixed"}  # demo variant whose PTQ start is used
 METRICS = ("fidelity_psnr", "niqe", "fidelity_ms_ssim", "fidelity_gmsd", "fidelity_nlpd", "laplacian_ratio",
            "err_low", "err_mid", "err_high")
@@ -98,7 +108,8 @@ def plot(result: dict, path: Path) -> None:
         if metric.startswith("err_"):
             ax.set_yscale("log")
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle(f"Real-ESRGAN x4plus QAT recipes, {result['images']} eval crops (solid: int8 start, dashed: mixed)")
+    fig.suptitle(f"{result.get('config', 'demo')}: QAT recipes, {result['images']} eval images "
+                 f"(solid: int8 start, dashed: others)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -107,11 +118,15 @@ def plot(result: dict, path: Path) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, from {list(RECIPES)}")
-    p.add_argument("--starts", default="int8", help="comma-separated, from int8,mixed (default: int8)")
+    p.add_argument("--config", default=None, help="mixq config whose model, data and variants are used "
+                   "(default: the embedded demo)")
+    p.add_argument("--starts", default="int8", help="comma-separated variants of the config to start from; int8 "
+                   "and mixed name the demo's PTQ int8 and mixed starts (default: int8)")
     p.add_argument("--steps", type=int, default=45, help="QAT steps per recipe (default: 45, the demo's int8)")
     p.add_argument("--eval-every", type=int, default=15, help="score every K steps (default: 15)")
     p.add_argument("--images", type=int, default=4, help="eval photos scored, centre crops (default: 4)")
-    p.add_argument("--crop", type=int, default=96, help="LR crop size of the eval photos (default: 96)")
+    p.add_argument("--crop", type=int, default=96,
+                   help="LR crop size of the eval photos (default: 96; 0 = whole photos, as the demo scores them)")
     p.add_argument("--work", default="runs/bench_texture", help="folder for the PTQ starts and training runs")
     p.add_argument("--out", default="benchmarks/results/texture", help="folder for texture.json / texture.png")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: all)")
@@ -133,19 +148,23 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    demo = load_config(str(files("mixq_nncf") / "data_files" / "demo.json"))
+    demo = load_config(args.config or str(files("mixq_nncf") / "data_files" / "demo.json"))
     fp32 = load_generator(demo.model.arch, demo.model.args, demo.model.weights).eval()
+    scale = int(fp32.scale)
     work, out = Path(args.work), Path(args.out)
-    pairs = list(D.EvalPairs(D.resolve_images(demo.data.eval, "eval")[: args.images], 4))
+    pairs = list(D.EvalPairs(D.resolve_images(demo.data.eval, "eval")[: args.images], scale))
     inputs = []
     for pair in pairs:
         lr = pair["lr"]
         h, w = lr.shape[-2:]
+        if args.crop <= 0:
+            inputs.append(lr.unsqueeze(0))
+            continue
         s = min(args.crop, h, w)
         inputs.append(lr[:, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s].unsqueeze(0))
     with torch.no_grad():
         refs = [fp32(x).clamp(0, 1) for x in inputs]
-    result = {"machine": machine_info().cpu, "torch": torch.__version__, "images": len(inputs),
+    result = {"config": demo.name, "machine": machine_info().cpu, "torch": torch.__version__, "images": len(inputs),
               "crop_lr": args.crop, "steps": args.steps, "eval_every": args.eval_every, "recipes": {},
               "fp32": {"niqe": sum(niqe(r[0], 4) for r in refs) / len(refs)}, "runs": {}}
     json_path = out / "texture.json"
@@ -154,22 +173,22 @@ def main(argv=None) -> int:
 
     def calib():
         return D.calibration_inputs(demo.data.calibration or demo.data.train, demo.data.calibration_samples,
-                                    demo.data.calibration_patch, 4, demo.data.seed)
+                                    demo.data.calibration_patch, scale, demo.data.seed)
 
     for start in args.starts.split(","):
-        variant = demo.variant(STARTS[start])
+        variant = demo.variant(STARTS.get(start, start))
         folder = work / f"ptq_{start}"
         folder.mkdir(parents=True, exist_ok=True)
-        _quantized_model(variant, fp32, folder, work / "cache", calib, lambda m: print(m, file=sys.stderr))
+        _, plan = _quantized_model(variant, fp32, folder, work / "cache", calib, lambda m: print(m, file=sys.stderr))
         for recipe in args.recipes.split(","):
             key = f"{recipe}/{start}"
             result["recipes"][recipe] = RECIPES[recipe]
             if key in result["runs"] and result["runs"][key]["curve"][-1]["step"] >= args.steps:
                 continue
             model = load_quantized(folder / "quantized.pt").model
-            train_cfg = {**_training_dict(demo.variant("qat_int8")), **RECIPES[recipe],
+            train_cfg = {**_training_dict(variant), **RECIPES[recipe],
                          "iterations": args.steps, "checkpoint_every": 10 ** 6, "log_every": 1}
-            vcfg = _with_training(demo.variant("qat_int8"), train_cfg)
+            vcfg = _with_training(variant, train_cfg)
             curve = [{"step": 0, **score(model.eval(), inputs, refs)}]
             print(f"{key} step 0: {curve[-1]}", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
@@ -181,7 +200,7 @@ def main(argv=None) -> int:
                     model.train()
                     print(f"{key} step {step}: {curve[-1]}", file=sys.stderr, flush=True)
 
-            train(vcfg, model=model, teacher=fp32, out_dir=work / "train" / key.replace("/", "_"), plan=None,
+            train(vcfg, model=model, teacher=fp32, out_dir=work / "train" / key.replace("/", "_"), plan=plan,
                   progress=False, on_step=on_step)
             result["runs"][key] = {"recipe": recipe, "start": start, "curve": curve,
                                    "wall_s": time.perf_counter() - t0}

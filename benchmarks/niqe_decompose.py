@@ -1,6 +1,7 @@
 """Why a variant's NIQE differs from fp32's: the shift of the mean patch features, or their covariance.
 
     python benchmarks/niqe_decompose.py runs/demo/eval/samples/fp32.png runs/demo/eval/samples/qat_mixed.png ...
+    python benchmarks/niqe_decompose.py --features OUT/fp32 OUT/ptq_int8 OUT/qat_int8   # folders: pooled patches
 
 NIQE fits a Gaussian (mean, covariance) to 36 MSCN statistics of every 96 px patch of one image and measures its
 distance to the pristine model, with the pooled covariance (pristine + the image's own) in the metric. A 512x384
@@ -43,7 +44,11 @@ def patch_features(path: str, crop_border: int = 4):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("images", nargs="+", help="PNG outputs; the first is the reference (fp32)")
+    p.add_argument("images", nargs="+", help="PNG outputs, or folders of them (their patches are pooled, images "
+                   "matched by sorted name); the first is the reference (fp32)")
+    p.add_argument("--features", action="store_true", help="also print, per NIQE feature, each input's mean shift "
+                   "from the reference in units of the pristine model's standard deviation, and the reference's own "
+                   "offset from the pristine mean: which statistic moved, and whether towards or away from pristine")
     args = p.parse_args(argv)
 
     import scipy.io
@@ -59,15 +64,32 @@ def main(argv=None) -> int:
         d = mu_p - mu
         return math.sqrt(float(d @ torch.linalg.pinv((cov_p + cov) / 2) @ d))
 
-    feats = {path: patch_features(path) for path in args.images}
-    ref = feats[args.images[0]]
-    mu_r, cov_r = ref.mean(0), torch.cov(ref.T)
+    from pathlib import Path
+
+    def images(arg: str) -> list[str]:
+        return sorted(str(f) for f in Path(arg).glob("*.png")) if Path(arg).is_dir() else [arg]
+
+    per_image = {arg: [patch_features(f) for f in images(arg)] for arg in args.images}
+    ref = per_image[args.images[0]]
     rows = {}
-    for path, f in feats.items():
-        mu, cov = f.mean(0), torch.cov(f.T)
-        rows[path] = {"patches": f.shape[0], "niqe": score(mu, cov), "own_mean_ref_cov": score(mu, cov_r),
-                      "ref_mean_own_cov": score(mu_r, cov),
-                      "mean_shift_l2": float((mu - mu_r).norm())}
+    for arg, feats in per_image.items():
+        pairs = list(zip(feats, ref))
+        mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+        rows[arg] = {"images": len(feats), "patches": sum(f.shape[0] for f in feats),
+                     "niqe": mean([score(f.mean(0), torch.cov(f.T)) for f in feats]),
+                     "own_mean_ref_cov": mean([score(f.mean(0), torch.cov(r.T)) for f, r in pairs]),
+                     "ref_mean_own_cov": mean([score(r.mean(0), torch.cov(f.T)) for f, r in pairs]),
+                     "mean_shift_l2": mean([float((f.mean(0) - r.mean(0)).norm()) for f, r in pairs])}
+    if args.features:
+        sd = cov_p.diag().sqrt()
+        mu_ref = torch.cat(ref).mean(0)
+        names = ["alpha", "sigma"] + [f"{o}_{k}" for o in ("h", "v", "d1", "d2")
+                                      for k in ("shape", "mean", "lstd", "rstd")]
+        names = [f"s{scale}_{n}" for scale in (1, 2) for n in names]
+        rows["features"] = {n: {"ref_minus_pristine": float((mu_ref[j] - mu_p[j]) / sd[j]),
+                                **{arg: float((torch.cat(f).mean(0)[j] - mu_ref[j]) / sd[j])
+                                   for arg, f in per_image.items() if arg != args.images[0]}}
+                            for j, n in enumerate(names)}
     print(json.dumps(rows, indent=1))
     return 0
 

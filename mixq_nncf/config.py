@@ -348,6 +348,7 @@ class TrainingSection:
     # FQSR's quantization-aware calibration loss: weight of mean |q(x) - x| over every enabled quantizer's input
     # (weights and activations), which trains the quantizer intervals toward low rounding + clipping error
     quant_error_weight: float = 0.0
+    lr_quantizers: Optional[float] = None  # learning rate of the quantizer intervals; None = lr_g
     vgg_weights: Optional[str] = None
     discriminator_weights: Optional[str] = None  # start D from a BasicSR net_d file instead of from scratch
     checkpoint_every: int = 500
@@ -365,6 +366,7 @@ class TrainingSection:
     feature_distill_blocks: list[str] = field(default_factory=list)  # module names; empty = every body.N block
     gradient_weight: float = 0.0  # L1 on image gradients, student vs teacher
     fft_weight: float = 0.0  # L1 on FFT magnitudes, student vs teacher
+    mscn_weight: float = 0.0  # L1 on contrast-normalised luma (what NIQE reads), student vs teacher
 
     def __post_init__(self):
         _check_choice(self.gan_type, ("vanilla", "ragan"), "training.gan_type")
@@ -373,14 +375,16 @@ class TrainingSection:
             raise ConfigError("training.adv_warmup_steps: must be >= 0")
         if self.iterations < 0:
             raise ConfigError("training.iterations: must be >= 0")
+        if self.lr_quantizers is not None and self.lr_quantizers <= 0:
+            raise ConfigError("training.lr_quantizers: must be > 0, or null to train the intervals at training.lr_g")
         if self.quant_error_weight < 0:
             raise ConfigError("training.quant_error_weight: must be >= 0 (0 turns the calibration loss off)")
         weights = (self.pixel_weight, self.perceptual_weight, self.gan_weight, self.distill_weight,
                    self.adv_distill_weight, self.feature_distill_weight, self.gradient_weight, self.fft_weight,
-                   self.quant_error_weight)
+                   self.mscn_weight, self.quant_error_weight)
         if self.iterations > 0 and not self.distill_only and not any(w > 0 for w in weights):
             raise ConfigError("training: every loss weight (pixel, perceptual, gan, distill, adv_distill, "
-                              "feature_distill, gradient, fft, quant_error) is 0, so "
+                              "feature_distill, gradient, fft, mscn, quant_error) is 0, so "
                               "training would not change the model; set one above 0 (e.g. training.distill_weight=1 "
                               "to distil the fp32 model) or training.iterations to 0")
 

@@ -80,6 +80,36 @@ def fft_loss(student: torch.Tensor, teacher: torch.Tensor, tile: int = 32) -> to
     return F.l1_loss(s, t)
 
 
+def mscn(image: torch.Tensor, window: int = 7, c: float = 1.0 / 255) -> torch.Tensor:
+    """Mean-subtracted, contrast-normalised luma (NIQE's and BRISQUE's input): (Y - mu) / (sigma + c) with a
+    7x7 Gaussian (sigma 7/6) local mean and deviation; c = 1/255 is NIQE's constant 1 on the 0-255 scale."""
+    w = torch.tensor([0.299, 0.587, 0.114], device=image.device, dtype=torch.float32).view(1, 3, 1, 1)
+    y = (image.float() * w).sum(1, keepdim=True) if image.shape[1] == 3 else image.float()
+    r = torch.arange(window, device=image.device, dtype=torch.float32) - (window - 1) / 2
+    g = torch.exp(-(r ** 2) / (2 * (window / 6) ** 2))
+    g = g / g.sum()
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, (window // 2,) * 4, mode="replicate")
+        return F.conv2d(F.conv2d(x, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
+
+    mu = blur(y)
+    sigma = (blur(y * y) - mu * mu).clamp_min(1e-10).sqrt()
+    return (y - mu) / (sigma + c)
+
+
+def mscn_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """L1 between the MSCN maps of student and teacher. NIQE reads the statistics of these maps; dividing by the
+    local contrast weighs an error in a flat region (where quantization grain shows) as much as a far larger one in
+    texture, where plain L1 sees only the large one. Quantization grain therefore costs the student here what it
+    costs it under NIQE, while the reference is still the teacher's output, pixel for pixel."""
+    student, teacher = student.float(), teacher.detach().float()
+    loss = F.l1_loss(mscn(student), mscn(teacher))
+    if min(student.shape[-2:]) >= 16:  # NIQE reads a second scale, at half resolution
+        loss = (loss + F.l1_loss(mscn(F.avg_pool2d(student, 2)), mscn(F.avg_pool2d(teacher, 2)))) / 2
+    return loss
+
+
 def feature_distill_loss(student_feats: list[torch.Tensor], teacher_feats: list[torch.Tensor]) -> torch.Tensor:
     """Mean over blocks of L1 between the student's and the teacher's block outputs, each scaled by the teacher
     block's mean magnitude so deep and shallow blocks weigh alike. Quantization error is caught where it enters,

@@ -212,7 +212,7 @@ def _train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_d
 
     from .data import TrainPatches, resolve_images
     from .losses import (PerceptualLoss, discriminator_accuracy, distill_loss, fft_loss, gan_loss_d, gan_loss_g,
-                         gradient_loss, pixel_loss)
+                         gradient_loss, mscn_loss, pixel_loss)
     from .qcheckpoint import save_quantized
 
     t = cfg.training
@@ -233,7 +233,7 @@ def _train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_d
         raise MixqError("training.adv_distill_weight and training.gan_weight both ask for a discriminator: the first "
                         "judges against the fp32 teacher, the second against ground truth; set one of them to 0")
     needs_teacher = distill_w > 0 or use_adv or t.feature_distill_weight > 0 or t.gradient_weight > 0 or \
-        t.fft_weight > 0
+        t.fft_weight > 0 or t.mscn_weight > 0
     if needs_teacher and teacher is None:
         raise MixqError("distillation needs the fp32 teacher model")
     perceptual = PerceptualLoss(t.vgg_weights).to(device) if use_perceptual else None  # fails up front
@@ -265,8 +265,8 @@ def _train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_d
         disc = disc.to(device).train()
     ema = copy.deepcopy(model).eval() if t.ema_decay > 0 else None
 
-    g_params = [p for p in model.parameters() if p.requires_grad]
-    opt_g = torch.optim.Adam(g_params, lr=t.lr_g, betas=tuple(t.betas))
+    opt_g = torch.optim.Adam(_generator_param_groups(model, t.lr_g, t.lr_quantizers), lr=t.lr_g,
+                             betas=tuple(t.betas))
     sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, milestones=list(t.milestones), gamma=t.gamma)
     opt_d = sched_d = None
     if disc is not None:
@@ -364,6 +364,8 @@ def _train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_d
             terms["gradient"] = t.gradient_weight * gradient_loss(sr, target)
         if t.fft_weight > 0:
             terms["fft"] = t.fft_weight * fft_loss(sr, target)
+        if t.mscn_weight > 0:
+            terms["mscn"] = t.mscn_weight * mscn_loss(sr, target)
         if taps is not None:
             terms["feature"] = t.feature_distill_weight * taps.loss()
         if use_pixel:
@@ -445,6 +447,20 @@ def _train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_d
 
         dist.barrier()
     return TrainResult(t.iterations, str(final), wall, images / max(wall, 1e-9), losses, start, str(device), world)
+
+
+def _generator_param_groups(model: nn.Module, lr: float, lr_quantizers: Optional[float]) -> list[dict]:
+    """Weights at lr; NNCF's quantizer intervals (scale, input_low / input_range) at lr_quantizers when set. At a
+    fine-tuning lr an interval of magnitude ~1-10 moves ~1e-3 in a short run, i.e. not at all: the rounding noise
+    it sets (the grain NIQE sees) can only shrink if the intervals get their own, larger step."""
+    from .nncf_adapter import quantizer_modules
+
+    q_ids = {id(p) for m in quantizer_modules(model).values() for p in m.parameters()}
+    weights = [p for p in model.parameters() if p.requires_grad and id(p) not in q_ids]
+    intervals = [p for p in model.parameters() if p.requires_grad and id(p) in q_ids]
+    if lr_quantizers is None or not intervals:
+        return [{"params": weights + intervals, "lr": lr}]
+    return [{"params": weights, "lr": lr}, {"params": intervals, "lr": lr_quantizers}]
 
 
 def load_train_state(path: Path, device: torch.device | str = "cpu") -> dict:

@@ -104,6 +104,26 @@ def test_learnable_intervals_move_including_skips(calibration, tmp_path):
     assert any(k.split("._")[0] in skip_keys or k.rsplit(".", 1)[0] in skip_keys for k in moved)
 
 
+def test_intervals_get_their_own_learning_rate(calibration, tmp_path):
+    """training.lr_quantizers moves the intervals far more than the weights' lr would, and leaves the weights' lr
+    alone: the intervals travel >10x as far as at lr_g while the weights move the same."""
+    def run(lr_quantizers, out):
+        cfg = _cfg(training={"distill_weight": 1.0, "iterations": 3, "lr_g": 1e-5, "lr_quantizers": lr_quantizers})
+        res = _quantized(cfg, calibration)
+        q_before = {k: p.detach().clone() for k, p in interval_parameters(res.model).items()}
+        w_before = {n: p.detach().clone() for n, p in res.model.named_parameters() if n.endswith("conv_first.weight")}
+        train(cfg, model=res.model, teacher=res.fp32_model, out_dir=out, plan=res.plan, progress=False)
+        q_move = sum(float((p.detach() - q_before[k]).abs().sum()) for k, p in interval_parameters(res.model).items())
+        w_move = sum(float((p.detach() - w_before[n]).abs().sum()) for n, p in res.model.named_parameters()
+                     if n in w_before)
+        return q_move, w_move
+
+    q_same, w_same = run(None, tmp_path / "a")
+    q_own, w_own = run(1e-3, tmp_path / "b")
+    assert q_own > 10 * q_same, (q_same, q_own)
+    assert w_same > 0 and abs(w_own - w_same) < 0.5 * w_same, (w_same, w_own)
+
+
 def test_quant_error_term_decreases_alone(calibration, tmp_path):
     cfg = _cfg(weights="int4", training={"quant_error_weight": 1.0, "iterations": 25, "lr_g": 3e-3})
     res = _quantized(cfg, calibration)

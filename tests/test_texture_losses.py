@@ -7,7 +7,7 @@ import torch
 from tiny_models import TINY, photo_lr_crops
 from mixq_nncf.config import parse_config
 from mixq_nncf.errors import MixqError
-from mixq_nncf.losses import discriminator_accuracy, fft_loss, gradient_loss
+from mixq_nncf.losses import discriminator_accuracy, fft_loss, gradient_loss, mscn, mscn_loss
 from mixq_nncf.metrics import laplacian_energy, texture_fidelity
 from mixq_nncf.models.discriminator import PatchDiscriminator
 from mixq_nncf.quantize import quantize_from_config
@@ -50,12 +50,13 @@ def _term_on(term: str, student, teacher, x) -> float:
             taps.close()
             return value
         s, t = student(x), teacher(x)
-        return float({"gradient": gradient_loss, "fft": fft_loss}[term](s, t))
+        return float({"gradient": gradient_loss, "fft": fft_loss, "mscn": mscn_loss}[term](s, t))
 
 
 @pytest.mark.parametrize("term,weights", [
     ("gradient", {"gradient_weight": 1.0}),
     ("fft", {"fft_weight": 1.0}),
+    ("mscn", {"mscn_weight": 1.0}),
     ("feature", {"feature_distill_weight": 1.0}),
 ])
 def test_each_texture_term_decreases_alone(term, weights, tmp_path):
@@ -66,6 +67,33 @@ def test_each_texture_term_decreases_alone(term, weights, tmp_path):
     train(cfg, model=student, teacher=teacher, out_dir=tmp_path, progress=False)
     after = _term_on(term, student, teacher, x)
     assert after < 0.85 * before, (term, before, after)
+
+
+def test_mscn_is_niqes_normalisation():
+    """The term compares exactly the maps NIQE computes its features from (pyiqa, 0-255 scale, constant 1)."""
+    from pyiqa.archs.func_util import normalize_img_with_gauss
+
+    from mixq_nncf.data import load_image, offline_photos
+
+    y = load_image(offline_photos("eval")[0])[:1, :96, :96].unsqueeze(0)
+    ours = mscn(y)
+    theirs = normalize_img_with_gauss(y * 255.0, padding="replicate")
+    assert float((ours - theirs).abs().max()) < 1e-2 and float((ours - theirs).abs().mean()) < 1e-4
+
+
+def test_mscn_term_weighs_grain_in_flat_regions():
+    """The same grain costs the same pixel L1 anywhere, but far more MSCN distance in a flat region than in
+    texture: the error NIQE sees and L1 distillation underweights."""
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.full((1, 3, 64, 128), 0.5)
+    teacher[..., 64:] += 0.2 * torch.rand((1, 1, 64, 64), generator=g)  # right half textured, left half flat
+    grain = 0.01 * torch.randn((1, 1, 64, 64), generator=g)
+    flat, textured = teacher.clone(), teacher.clone()
+    flat[..., :64] += grain
+    textured[..., 64:] += grain
+    l1 = torch.nn.functional.l1_loss
+    assert abs(float(l1(flat, teacher)) - float(l1(textured, teacher))) < 1e-6
+    assert float(mscn_loss(flat, teacher)) > 3 * float(mscn_loss(textured, teacher))
 
 
 def test_feature_taps_name_missing_block():
