@@ -39,6 +39,10 @@ RECIPES: dict[str, dict] = {
     "distill_mscn": {"mscn_weight": 0.05},
     "distill_mscn_strong": {"mscn_weight": 0.2},
     "distill_fft_mscn": {"fft_weight": 1.0, "mscn_weight": 0.05},
+    # + L1 on per-tile moments of that luma and its neighbour products (NIQE's features, not its pixels)
+    "distill_stats_light": {"mscn_stats_weight": 0.3},
+    "distill_stats": {"mscn_stats_weight": 1.0},
+    "distill_stats_strong": {"mscn_stats_weight": 3.0},
     # the quantizer intervals at their own, 50x larger step: the rounding noise they set can shrink
     "intervals": {"lr_quantizers": 1e-3},
     "intervals_mscn": {"lr_quantizers": 1e-3, "mscn_weight": 0.05},
@@ -130,6 +134,8 @@ def main(argv=None) -> int:
     p.add_argument("--work", default="runs/bench_texture", help="folder for the PTQ starts and training runs")
     p.add_argument("--out", default="benchmarks/results/texture", help="folder for texture.json / texture.png")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: all)")
+    p.add_argument("--save-outputs", action="store_true", help="also write the scored outputs as PNGs under "
+                   "OUT/outputs/{fp32,<start>_ptq,<recipe>_<start>}/ (for benchmarks/niqe_decompose.py)")
     args = p.parse_args(argv)
 
     from importlib.resources import files
@@ -164,6 +170,17 @@ def main(argv=None) -> int:
         inputs.append(lr[:, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s].unsqueeze(0))
     with torch.no_grad():
         refs = [fp32(x).clamp(0, 1) for x in inputs]
+
+    def save_outputs(model, name: str) -> None:
+        if not args.save_outputs:
+            return
+        from mixq_nncf.data import save_image
+
+        with torch.no_grad():
+            for i, x in enumerate(inputs):
+                save_image(model(x).clamp(0, 1)[0], out / "outputs" / name / f"{i:02d}.png")
+
+    save_outputs(fp32, "fp32")
     result = {"config": demo.name, "machine": machine_info().cpu, "torch": torch.__version__, "images": len(inputs),
               "crop_lr": args.crop, "steps": args.steps, "eval_every": args.eval_every, "recipes": {},
               "fp32": {"niqe": sum(niqe(r[0], 4) for r in refs) / len(refs)}, "runs": {}}
@@ -180,6 +197,7 @@ def main(argv=None) -> int:
         folder = work / f"ptq_{start}"
         folder.mkdir(parents=True, exist_ok=True)
         _, plan = _quantized_model(variant, fp32, folder, work / "cache", calib, lambda m: print(m, file=sys.stderr))
+        save_outputs(load_quantized(folder / "quantized.pt").model.eval(), f"{start}_ptq")
         for recipe in args.recipes.split(","):
             key = f"{recipe}/{start}"
             result["recipes"][recipe] = RECIPES[recipe]
@@ -202,6 +220,7 @@ def main(argv=None) -> int:
 
             train(vcfg, model=model, teacher=fp32, out_dir=work / "train" / key.replace("/", "_"), plan=plan,
                   progress=False, on_step=on_step)
+            save_outputs(model.eval(), f"{recipe}_{start}")
             result["runs"][key] = {"recipe": recipe, "start": start, "curve": curve,
                                    "wall_s": time.perf_counter() - t0}
             if json_path.is_file():  # another process may have finished other recipes meanwhile

@@ -48,7 +48,9 @@ def main(argv=None) -> int:
                    "matched by sorted name); the first is the reference (fp32)")
     p.add_argument("--features", action="store_true", help="also print, per NIQE feature, each input's mean shift "
                    "from the reference in units of the pristine model's standard deviation, and the reference's own "
-                   "offset from the pristine mean: which statistic moved, and whether towards or away from pristine")
+                   "offset from the pristine mean: which statistic moved, and whether towards or away from pristine; and each "
+                   "feature's share of the squared NIQE distance (reference covariance), which says what the score "
+                   "reacts to")
     args = p.parse_args(argv)
 
     import scipy.io
@@ -90,6 +92,17 @@ def main(argv=None) -> int:
                                 **{arg: float((torch.cat(f).mean(0)[j] - mu_ref[j]) / sd[j])
                                    for arg, f in per_image.items() if arg != args.images[0]}}
                             for j, n in enumerate(names)}
+
+        def contributions(f, r):
+            """Each feature's share d_j (S^-1 d)_j of the squared distance, with the reference's covariance: the
+            shares sum to own_mean_ref_cov squared, so a feature's change shows what it adds to the score."""
+            d = mu_p - f.mean(0)
+            return d * (torch.linalg.pinv((cov_p + torch.cov(r.T)) / 2) @ d)
+
+        shares = {arg: sum(contributions(f, r) for f, r in zip(feats, ref)) / len(feats)
+                  for arg, feats in per_image.items()}
+        rows["squared_distance_shares"] = {n: {arg: float(c[j]) for arg, c in shares.items()}
+                                           for j, n in enumerate(names)}
     print(json.dumps(rows, indent=1))
     return 0
 

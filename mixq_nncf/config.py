@@ -367,6 +367,7 @@ class TrainingSection:
     gradient_weight: float = 0.0  # L1 on image gradients, student vs teacher
     fft_weight: float = 0.0  # L1 on FFT magnitudes, student vs teacher
     mscn_weight: float = 0.0  # L1 on contrast-normalised luma (what NIQE reads), student vs teacher
+    mscn_stats_weight: float = 0.0  # L1 on per-tile moments of that luma and its neighbour products (NIQE's features)
 
     def __post_init__(self):
         _check_choice(self.gan_type, ("vanilla", "ragan"), "training.gan_type")
@@ -381,10 +382,10 @@ class TrainingSection:
             raise ConfigError("training.quant_error_weight: must be >= 0 (0 turns the calibration loss off)")
         weights = (self.pixel_weight, self.perceptual_weight, self.gan_weight, self.distill_weight,
                    self.adv_distill_weight, self.feature_distill_weight, self.gradient_weight, self.fft_weight,
-                   self.mscn_weight, self.quant_error_weight)
+                   self.mscn_weight, self.mscn_stats_weight, self.quant_error_weight)
         if self.iterations > 0 and not self.distill_only and not any(w > 0 for w in weights):
             raise ConfigError("training: every loss weight (pixel, perceptual, gan, distill, adv_distill, "
-                              "feature_distill, gradient, fft, mscn, quant_error) is 0, so "
+                              "feature_distill, gradient, fft, mscn, mscn_stats, quant_error) is 0, so "
                               "training would not change the model; set one above 0 (e.g. training.distill_weight=1 "
                               "to distil the fp32 model) or training.iterations to 0")
 

@@ -110,6 +110,43 @@ def mscn_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return loss
 
 
+def mscn_statistics(image: torch.Tensor, tile: int = 32) -> torch.Tensor:
+    """Moment versions of NIQE's 18 features per tile: MSCN variance and mean |MSCN| (the GGD's scale and shape),
+    and for the four neighbour products (horizontal, vertical, both diagonals) their mean and the mean square of
+    their negative and positive parts (the asymmetric GGD's mean and left / right variances). Shape
+    (batch, tiles, 14). Moments instead of NIQE's fitted parameters keep the gradient smooth; they move with them."""
+    m = mscn(image)
+    products = [m[..., :, :-1] * m[..., :, 1:], m[..., :-1, :] * m[..., 1:, :],
+                m[..., :-1, :-1] * m[..., 1:, 1:], m[..., :-1, 1:] * m[..., 1:, :-1]]
+    h, w = (m.shape[-2] - 1) // tile * tile, (m.shape[-1] - 1) // tile * tile
+    if h == 0 or w == 0:
+        raise ValueError(f"MSCN statistics need images of at least {tile + 1} px a side, got {tuple(m.shape[-2:])}")
+
+    def per_tile(x: torch.Tensor) -> torch.Tensor:
+        x = x[..., :h, :w]
+        return x.reshape(x.shape[0], h // tile, tile, w // tile, tile).mean(dim=(2, 4)).flatten(1)
+
+    maps = [m[:, 0] ** 2, m[:, 0].abs()]
+    for p in products:
+        p = p[:, 0]
+        maps += [p, p.clamp(max=0) ** 2, p.clamp(min=0) ** 2]
+    return torch.stack([per_tile(x) for x in maps], dim=-1)
+
+
+def mscn_statistics_loss(student: torch.Tensor, teacher: torch.Tensor, tile: int = 32) -> torch.Tensor:
+    """L1 between per-tile MSCN statistics (`mscn_statistics`) of student and teacher, at full and half resolution
+    as NIQE reads them. Unlike `mscn_loss` it does not ask for the teacher's grain pixel by pixel, only for the same
+    local statistics: the neighbour correlation that quantization grain lowers and the contrast it raises."""
+    student, teacher = student.float(), teacher.detach().float()
+    tile = max(4, min(tile, (min(student.shape[-2:]) - 1) // 2))  # small patches: at least 2 x 2 tiles
+    loss = F.l1_loss(mscn_statistics(student, tile), mscn_statistics(teacher, tile))
+    half = tile // 2
+    if min(student.shape[-2:]) >= 2 * (half + 1):
+        loss = (loss + F.l1_loss(mscn_statistics(F.avg_pool2d(student, 2), half),
+                                 mscn_statistics(F.avg_pool2d(teacher, 2), half))) / 2
+    return loss
+
+
 def feature_distill_loss(student_feats: list[torch.Tensor], teacher_feats: list[torch.Tensor]) -> torch.Tensor:
     """Mean over blocks of L1 between the student's and the teacher's block outputs, each scaled by the teacher
     block's mean magnitude so deep and shallow blocks weigh alike. Quantization error is caught where it enters,

@@ -7,7 +7,8 @@ import torch
 from tiny_models import TINY, photo_lr_crops
 from mixq_nncf.config import parse_config
 from mixq_nncf.errors import MixqError
-from mixq_nncf.losses import discriminator_accuracy, fft_loss, gradient_loss, mscn, mscn_loss
+from mixq_nncf.losses import (discriminator_accuracy, fft_loss, gradient_loss, mscn, mscn_loss, mscn_statistics,
+                              mscn_statistics_loss)
 from mixq_nncf.metrics import laplacian_energy, texture_fidelity
 from mixq_nncf.models.discriminator import PatchDiscriminator
 from mixq_nncf.quantize import quantize_from_config
@@ -50,13 +51,15 @@ def _term_on(term: str, student, teacher, x) -> float:
             taps.close()
             return value
         s, t = student(x), teacher(x)
-        return float({"gradient": gradient_loss, "fft": fft_loss, "mscn": mscn_loss}[term](s, t))
+        return float({"gradient": gradient_loss, "fft": fft_loss, "mscn": mscn_loss,
+                      "mscn_stats": mscn_statistics_loss}[term](s, t))
 
 
 @pytest.mark.parametrize("term,weights", [
     ("gradient", {"gradient_weight": 1.0}),
     ("fft", {"fft_weight": 1.0}),
     ("mscn", {"mscn_weight": 1.0}),
+    ("mscn_stats", {"mscn_stats_weight": 1.0}),
     ("feature", {"feature_distill_weight": 1.0}),
 ])
 def test_each_texture_term_decreases_alone(term, weights, tmp_path):
@@ -94,6 +97,27 @@ def test_mscn_term_weighs_grain_in_flat_regions():
     l1 = torch.nn.functional.l1_loss
     assert abs(float(l1(flat, teacher)) - float(l1(textured, teacher))) < 1e-6
     assert float(mscn_loss(flat, teacher)) > 3 * float(mscn_loss(textured, teacher))
+
+
+def test_mscn_statistics_see_grain_not_position():
+    """Grain lowers the neighbour correlation NIQE reads and costs the statistics term far more than a one-pixel
+    shift, which costs plain L1 several times more than the grain does: the term asks for the teacher's local
+    statistics, not its pixels."""
+    from mixq_nncf.data import load_image, offline_photos
+
+    l1 = torch.nn.functional.l1_loss
+    g = torch.Generator().manual_seed(0)
+    shift_cost, grain_cost = [], []
+    for path in offline_photos("eval")[:3]:
+        teacher = load_image(path)[:, :96, :96].unsqueeze(0)
+        shifted = torch.roll(teacher, 1, dims=-1)
+        grainy = (teacher + 0.01 * torch.randn((1, 1, 96, 96), generator=g)).clamp(0, 1)
+        assert float(l1(shifted, teacher)) > 1.5 * float(l1(grainy, teacher))
+        horizontal_vertical = (mscn_statistics(grainy) - mscn_statistics(teacher)).mean(dim=(0, 1))[[2, 5]]
+        assert bool((horizontal_vertical < 0).all()), horizontal_vertical
+        shift_cost.append(float(mscn_statistics_loss(shifted, teacher)))
+        grain_cost.append(float(mscn_statistics_loss(grainy, teacher)))
+    assert sum(grain_cost) > 2 * sum(shift_cost), (grain_cost, shift_cost)
 
 
 def test_feature_taps_name_missing_block():
