@@ -455,13 +455,15 @@ def _generator_param_groups(model: nn.Module, lr: float, lr_quantizers: Optional
     """Weights at lr; NNCF's quantizer intervals (scale, input_low / input_range) at lr_quantizers when set. At a
     fine-tuning lr an interval of magnitude ~1-10 moves ~1e-3 in a short run, i.e. not at all: the rounding noise
     it sets (the grain NIQE sees) can only shrink if the intervals get their own, larger step."""
-    from .nncf_adapter import quantizer_modules
+    from .nncf_adapter import is_quantized, quantizer_modules
 
+    if lr_quantizers is None or not is_quantized(model):  # fp32 models have no intervals (and no NNCF hooks)
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
     q_ids = {id(p) for m in quantizer_modules(model).values() for p in m.parameters()}
     weights = [p for p in model.parameters() if p.requires_grad and id(p) not in q_ids]
     intervals = [p for p in model.parameters() if p.requires_grad and id(p) in q_ids]
-    if lr_quantizers is None or not intervals:
-        return [{"params": weights + intervals, "lr": lr}]
+    if not intervals:
+        return [{"params": weights, "lr": lr}]
     return [{"params": weights, "lr": lr}, {"params": intervals, "lr": lr_quantizers}]
 
 
