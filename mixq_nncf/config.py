@@ -378,17 +378,15 @@ class TrainingSection:
             raise ConfigError("training.iterations: must be >= 0")
         if self.lr_quantizers is not None and self.lr_quantizers <= 0:
             raise ConfigError("training.lr_quantizers: must be > 0, or null to train the intervals at training.lr_g")
-        if self.quant_error_weight < 0:
-            raise ConfigError("training.quant_error_weight: must be >= 0 (0 turns the calibration loss off)")
         named = {n: getattr(self, n) for n in ("pixel_weight", "perceptual_weight", "gan_weight", "distill_weight",
                                                "adv_distill_weight", "feature_distill_weight", "gradient_weight",
-                                               "fft_weight", "mscn_weight", "mscn_stats_weight")}
+                                               "fft_weight", "mscn_weight", "mscn_stats_weight",
+                                               "quant_error_weight")}
         for name, value in named.items():
             if value is not None and value < 0:
                 raise ConfigError(f"training.{name}: {value} is negative, which would reward the error it measures; "
                                   "use a weight >= 0 (0 turns the term off)")
-        weights = (*named.values(), self.quant_error_weight)
-        if self.iterations > 0 and not self.distill_only and not any(w > 0 for w in weights):
+        if self.iterations > 0 and not self.distill_only and not any(w is not None and w > 0 for w in named.values()):
             raise ConfigError("training: every loss weight (pixel, perceptual, gan, distill, adv_distill, "
                               "feature_distill, gradient, fft, mscn, mscn_stats, quant_error) is 0, so "
                               "training would not change the model; set one above 0 (e.g. training.distill_weight=1 "

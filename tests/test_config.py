@@ -60,7 +60,7 @@ def test_invalid_json_reports_position(tmp_path):
         load_config(path)
 
 
-@pytest.mark.parametrize("name", ["mscn_stats_weight", "fft_weight", "pixel_weight"])
+@pytest.mark.parametrize("name", ["mscn_stats_weight", "fft_weight", "pixel_weight", "quant_error_weight"])
 def test_negative_loss_weight_is_named(name):
     with pytest.raises(ConfigError, match=rf"training.{name}: -0.5 is negative.*>= 0"):
         parse_config({"training": {name: -0.5}})
