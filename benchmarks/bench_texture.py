@@ -197,7 +197,8 @@ def main(argv=None) -> int:
         folder = work / f"ptq_{start}"
         folder.mkdir(parents=True, exist_ok=True)
         _, plan = _quantized_model(variant, fp32, folder, work / "cache", calib, lambda m: print(m, file=sys.stderr))
-        save_outputs(load_quantized(folder / "quantized.pt").model.eval(), f"{start}_ptq")
+        if args.save_outputs:  # a second load of the PTQ start only when its outputs are asked for
+            save_outputs(load_quantized(folder / "quantized.pt").model.eval(), f"{start}_ptq")
         for recipe in args.recipes.split(","):
             key = f"{recipe}/{start}"
             result["recipes"][recipe] = RECIPES[recipe]

@@ -457,14 +457,13 @@ def _generator_param_groups(model: nn.Module, lr: float, lr_quantizers: Optional
     it sets (the grain NIQE sees) can only shrink if the intervals get their own, larger step."""
     from .nncf_adapter import is_quantized, quantizer_modules
 
+    params = [p for p in model.parameters() if p.requires_grad]
     if lr_quantizers is None or not is_quantized(model):  # fp32 models have no intervals (and no NNCF hooks)
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
+        return [{"params": params, "lr": lr}]
     q_ids = {id(p) for m in quantizer_modules(model).values() for p in m.parameters()}
-    weights = [p for p in model.parameters() if p.requires_grad and id(p) not in q_ids]
-    intervals = [p for p in model.parameters() if p.requires_grad and id(p) in q_ids]
-    if not intervals:
-        return [{"params": weights, "lr": lr}]
-    return [{"params": weights, "lr": lr}, {"params": intervals, "lr": lr_quantizers}]
+    groups = [{"params": [p for p in params if id(p) not in q_ids], "lr": lr},
+              {"params": [p for p in params if id(p) in q_ids], "lr": lr_quantizers}]
+    return [g for g in groups if g["params"]]
 
 
 def load_train_state(path: Path, device: torch.device | str = "cpu") -> dict:
