@@ -46,6 +46,12 @@ RECIPES: dict[str, dict] = {
     # the quantizer intervals at their own, 50x larger step: the rounding noise they set can shrink
     "intervals": {"lr_quantizers": 1e-3},
     "intervals_mscn": {"lr_quantizers": 1e-3, "mscn_weight": 0.05},
+    # a larger step for weights and intervals, cut 5x for the last third: more of the budget goes into moving
+    "decay": {"lr_g": 5e-5, "lr_quantizers": 1e-3, "milestones": [90], "gamma": 0.2},
+    "intervals_only": {"lr_g": 1e-9, "lr_quantizers": 1e-3},  # weights held: only the rounding grid moves
+    "gain": {"detail_gain_weight": 1.0},  # detail kept at the teacher's gain in 3 bands (losses.detail_gain_loss)
+    "gain_light": {"detail_gain_weight": 0.3},
+    "gain_mid": {"detail_gain_weight": 1.0, "detail_gain_bands": [1.0, 2.0, 4.0]},  # not the finest, noisiest band
 }
 RECIPES["as_configured"] = {}  # the start variant's own training section, unchanged
 STARTS = {"int8": "ptq_int8", "mixed": "qat_mixed"}  # demo variant whose PTQ start is used

@@ -368,6 +368,8 @@ class TrainingSection:
     fft_weight: float = 0.0  # L1 on FFT magnitudes, student vs teacher
     mscn_weight: float = 0.0  # L1 on contrast-normalised luma (what NIQE reads), student vs teacher
     mscn_stats_weight: float = 0.0  # L1 on per-tile moments of that luma and its neighbour products (NIQE's features)
+    detail_gain_weight: float = 0.0  # charges the student for shrinking the teacher's detail, per band (losses.py)
+    detail_gain_bands: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 4.0])  # Gaussian sigmas, px
 
     def __post_init__(self):
         _check_choice(self.gan_type, ("vanilla", "ragan"), "training.gan_type")
@@ -376,19 +378,24 @@ class TrainingSection:
             raise ConfigError("training.adv_warmup_steps: must be >= 0")
         if self.iterations < 0:
             raise ConfigError("training.iterations: must be >= 0")
+        bands = self.detail_gain_bands
+        if (not isinstance(bands, list) or len(bands) < 2 or any(not isinstance(b, (int, float)) or b < 0 for b in bands)
+                or any(b >= c for b, c in zip(bands[:-1], bands[1:]))):
+            raise ConfigError(f"training.detail_gain_bands: {bands!r} must be at least two increasing Gaussian sigmas "
+                              ">= 0 in pixels, each pair one band (0 = the image itself), e.g. [0, 1, 2, 4]")
         if self.lr_quantizers is not None and self.lr_quantizers <= 0:
             raise ConfigError("training.lr_quantizers: must be > 0, or null to train the intervals at training.lr_g")
         named = {n: getattr(self, n) for n in ("pixel_weight", "perceptual_weight", "gan_weight", "distill_weight",
                                                "adv_distill_weight", "feature_distill_weight", "gradient_weight",
                                                "fft_weight", "mscn_weight", "mscn_stats_weight",
-                                               "quant_error_weight")}
+                                               "detail_gain_weight", "quant_error_weight")}
         for name, value in named.items():
             if value is not None and value < 0:
                 raise ConfigError(f"training.{name}: {value} is negative, which would reward the error it measures; "
                                   "use a weight >= 0 (0 turns the term off)")
         if self.iterations > 0 and not self.distill_only and not any(w is not None and w > 0 for w in named.values()):
             raise ConfigError("training: every loss weight (pixel, perceptual, gan, distill, adv_distill, "
-                              "feature_distill, gradient, fft, mscn, mscn_stats, quant_error) is 0, so "
+                              "feature_distill, gradient, fft, mscn, mscn_stats, detail_gain, quant_error) is 0, so "
                               "training would not change the model; set one above 0 (e.g. training.distill_weight=1 "
                               "to distil the fp32 model) or training.iterations to 0")
 

@@ -211,8 +211,8 @@ def _train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_d
     from tqdm import tqdm
 
     from .data import TrainPatches, resolve_images
-    from .losses import (PerceptualLoss, discriminator_accuracy, distill_loss, fft_loss, gan_loss_d, gan_loss_g,
-                         gradient_loss, mscn_loss, mscn_statistics_loss, pixel_loss)
+    from .losses import (PerceptualLoss, detail_gain_loss, discriminator_accuracy, distill_loss, fft_loss, gan_loss_d,
+                         gan_loss_g, gradient_loss, mscn_loss, mscn_statistics_loss, pixel_loss)
     from .qcheckpoint import save_quantized
 
     t = cfg.training
@@ -233,7 +233,7 @@ def _train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_d
         raise MixqError("training.adv_distill_weight and training.gan_weight both ask for a discriminator: the first "
                         "judges against the fp32 teacher, the second against ground truth; set one of them to 0")
     needs_teacher = distill_w > 0 or use_adv or t.feature_distill_weight > 0 or t.gradient_weight > 0 or \
-        t.fft_weight > 0 or t.mscn_weight > 0 or t.mscn_stats_weight > 0
+        t.fft_weight > 0 or t.mscn_weight > 0 or t.mscn_stats_weight > 0 or t.detail_gain_weight > 0
     if needs_teacher and teacher is None:
         raise MixqError("distillation needs the fp32 teacher model")
     perceptual = PerceptualLoss(t.vgg_weights).to(device) if use_perceptual else None  # fails up front
@@ -368,6 +368,8 @@ def _train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_d
             terms["mscn"] = t.mscn_weight * mscn_loss(sr, target)
         if t.mscn_stats_weight > 0:
             terms["mscn_stats"] = t.mscn_stats_weight * mscn_statistics_loss(sr, target)
+        if t.detail_gain_weight > 0:
+            terms["detail_gain"] = t.detail_gain_weight * detail_gain_loss(sr, target, tuple(t.detail_gain_bands))
         if taps is not None:
             terms["feature"] = t.feature_distill_weight * taps.loss()
         if use_pixel:

@@ -60,7 +60,14 @@ def test_invalid_json_reports_position(tmp_path):
         load_config(path)
 
 
-@pytest.mark.parametrize("name", ["mscn_stats_weight", "fft_weight", "pixel_weight", "quant_error_weight"])
+@pytest.mark.parametrize("name", ["mscn_stats_weight", "fft_weight", "pixel_weight", "quant_error_weight",
+                                  "detail_gain_weight"])
 def test_negative_loss_weight_is_named(name):
     with pytest.raises(ConfigError, match=rf"training.{name}: -0.5 is negative.*>= 0"):
         parse_config({"training": {name: -0.5}})
+
+
+@pytest.mark.parametrize("bands", [[1.0], [2.0, 1.0], [0.0, 1.0, 1.0], [-1.0, 2.0]])
+def test_detail_gain_bands_must_increase(bands):
+    with pytest.raises(ConfigError, match=r"training.detail_gain_bands: .* increasing Gaussian sigmas"):
+        parse_config({"training": {"detail_gain_bands": bands}})

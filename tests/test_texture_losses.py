@@ -7,8 +7,8 @@ import torch
 from tiny_models import TINY, photo_lr_crops
 from mixq_nncf.config import parse_config
 from mixq_nncf.errors import MixqError
-from mixq_nncf.losses import (discriminator_accuracy, fft_loss, gradient_loss, mscn, mscn_loss, mscn_statistics,
-                              mscn_statistics_loss)
+from mixq_nncf.losses import (detail_gain_loss, discriminator_accuracy, fft_loss, gradient_loss, mscn, mscn_loss,
+                              mscn_statistics, mscn_statistics_loss)
 from mixq_nncf.metrics import laplacian_energy, texture_fidelity
 from mixq_nncf.models.discriminator import PatchDiscriminator
 from mixq_nncf.quantize import quantize_from_config
@@ -52,7 +52,7 @@ def _term_on(term: str, student, teacher, x) -> float:
             return value
         s, t = student(x), teacher(x)
         return float({"gradient": gradient_loss, "fft": fft_loss, "mscn": mscn_loss,
-                      "mscn_stats": mscn_statistics_loss}[term](s, t))
+                      "mscn_stats": mscn_statistics_loss, "detail_gain": detail_gain_loss}[term](s, t))
 
 
 @pytest.mark.parametrize("term,weights", [
@@ -60,6 +60,7 @@ def _term_on(term: str, student, teacher, x) -> float:
     ("fft", {"fft_weight": 1.0}),
     ("mscn", {"mscn_weight": 1.0}),
     ("mscn_stats", {"mscn_stats_weight": 1.0}),
+    ("detail_gain", {"detail_gain_weight": 1.0}),
     ("feature", {"feature_distill_weight": 1.0}),
 ])
 def test_each_texture_term_decreases_alone(term, weights, tmp_path):
@@ -118,6 +119,24 @@ def test_mscn_statistics_see_grain_not_position():
         shift_cost.append(float(mscn_statistics_loss(shifted, teacher)))
         grain_cost.append(float(mscn_statistics_loss(grainy, teacher)))
     assert sum(grain_cost) > 2 * sum(shift_cost), (grain_cost, shift_cost)
+
+
+def test_detail_gain_charges_shrunk_detail_not_grain_or_position():
+    """Blurring the teacher's detail costs the gain term; adding grain on top of the full detail, or detail beyond the
+    teacher's, costs it (almost) nothing, and the cost grows with the shrinkage: the term measures only what L1
+    distillation is tempted to give away."""
+    from mixq_nncf.data import load_image, offline_photos
+
+    g = torch.Generator().manual_seed(0)
+    for path in offline_photos("eval")[:3]:
+        teacher = load_image(path)[:, :96, :96].unsqueeze(0)
+        smooth = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(teacher, (1, 1, 1, 1), mode="replicate"), 3, 1)
+        detail = teacher - smooth
+        costs = [float(detail_gain_loss(smooth + k * detail, teacher)) for k in (1.0, 0.75, 0.5, 0.0)]
+        assert costs[0] < 1e-6 and costs[1] < costs[2] < costs[3], costs
+        grainy = teacher + 0.02 * torch.randn((1, 1, 96, 96), generator=g)
+        assert float(detail_gain_loss(grainy, teacher)) < 0.2 * costs[2], (path, costs)
+        assert float(detail_gain_loss(smooth + 1.5 * detail, teacher)) < 1e-6
 
 
 def test_feature_taps_name_missing_block():
