@@ -52,6 +52,7 @@ RECIPES: dict[str, dict] = {
     "gain": {"detail_gain_weight": 1.0},  # detail kept at the teacher's gain in 3 bands (losses.detail_gain_loss)
     "gain_light": {"detail_gain_weight": 0.3},
     "gain_mid": {"detail_gain_weight": 1.0, "detail_gain_bands": [1.0, 2.0, 4.0]},  # not the finest, noisiest band
+    "gain_mid_light": {"detail_gain_weight": 0.3, "detail_gain_bands": [1.0, 2.0, 4.0]},
 }
 RECIPES["as_configured"] = {}  # the start variant's own training section, unchanged
 STARTS = {"int8": "ptq_int8", "mixed": "qat_mixed"}  # demo variant whose PTQ start is used

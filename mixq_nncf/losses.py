@@ -167,15 +167,16 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def detail_gain_loss(student: torch.Tensor, teacher: torch.Tensor, band_sigmas=(0.0, 1.0, 2.0, 4.0),
                      tile: int = 32) -> torch.Tensor:
-    """How much of the teacher's detail the student has shrunk away, per frequency band of the luma.
+    """How far the student's detail is from the teacher's gain, per frequency band of the luma.
 
     Each band is a difference of Gaussian blurs (``band_sigmas`` delimit the bands; 0 = the image itself). In each
     ``tile`` px tile the student's band is projected on the teacher's: gain = <s, t> / <t, t>. L1 / L2
     distillation of a student that cannot place the teacher's detail exactly is cheapest with gain < 1 (shrinking
     the detail shrinks the error with it), which is how QAT raises PSNR while the texture goes flat and NIQE gets
-    worse. The term charges relu(1 - gain) per tile, weighted by the teacher's band energy so flat tiles (where the
-    gain is undefined) count for nothing; it never asks for more detail than the teacher has and is blind to grain,
-    which is orthogonal to the teacher's detail and stays the pixel term's job. Mean over bands; 0 = no shrinkage."""
+    worse. The term charges |1 - gain| per tile, weighted by the teacher's band energy so flat tiles (where the gain
+    is undefined) count for nothing. Two-sided: charging only shrinkage lets the few tiles the student cannot fix
+    drive every other tile past the teacher (oversharpening). Grain is orthogonal to the teacher's detail and costs
+    (almost) nothing here: removing it stays the pixel term's job. Mean over bands; 0 = the teacher's gain."""
     s, t = _luma(student), _luma(teacher.detach())
     tile = max(2, min(tile, min(s.shape[-2:])))
     terms = []
@@ -184,7 +185,7 @@ def detail_gain_loss(student: torch.Tensor, teacher: torch.Tensor, band_sigmas=(
         bt = _gaussian_blur(t, lo) - _gaussian_blur(t, hi)
         cross = F.avg_pool2d(bs * bt, tile)
         energy = F.avg_pool2d(bt * bt, tile)
-        terms.append((energy - cross).clamp_min(0).sum() / energy.sum().clamp_min(1e-12))
+        terms.append((energy - cross).abs().sum() / energy.sum().clamp_min(1e-12))
     return torch.stack(terms).mean()
 
 

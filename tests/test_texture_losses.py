@@ -122,9 +122,9 @@ def test_mscn_statistics_see_grain_not_position():
 
 
 def test_detail_gain_charges_shrunk_detail_not_grain_or_position():
-    """Blurring the teacher's detail costs the gain term; adding grain on top of the full detail, or detail beyond the
-    teacher's, costs it (almost) nothing, and the cost grows with the shrinkage: the term measures only what L1
-    distillation is tempted to give away."""
+    """Blurring the teacher's detail costs the gain term, more the more it shrinks, and so does amplifying it by as
+    much; grain on top of the full detail costs it little: the term measures how much of the teacher's detail the
+    student keeps, not how much noise it adds."""
     from mixq_nncf.data import load_image, offline_photos
 
     g = torch.Generator().manual_seed(0)
@@ -136,7 +136,7 @@ def test_detail_gain_charges_shrunk_detail_not_grain_or_position():
         assert costs[0] < 1e-6 and costs[1] < costs[2] < costs[3], costs
         grainy = teacher + 0.02 * torch.randn((1, 1, 96, 96), generator=g)
         assert float(detail_gain_loss(grainy, teacher)) < 0.2 * costs[2], (path, costs)
-        assert float(detail_gain_loss(smooth + 1.5 * detail, teacher)) < 1e-6
+        assert abs(float(detail_gain_loss(smooth + 1.5 * detail, teacher)) - costs[2]) < 1e-4
 
 
 def test_feature_taps_name_missing_block():
