@@ -12,7 +12,6 @@ layout is loaded into the first checkpoint's model. Prints a Markdown table; --j
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -21,13 +20,11 @@ BANDS = ((0.0, 1.0), (1.0, 2.0), (2.0, 4.0))
 
 def band_gain_noise(out, ref) -> list[tuple[float, float]]:
     """(gain, relative noise) per band of two (1, 3, H, W) images in [0, 1]."""
-    from mixq_nncf.losses import _gaussian_blur, _luma
+    from mixq_nncf.losses import luma_bands
 
-    s, t = _luma(out), _luma(ref)
+    sigmas = [BANDS[0][0]] + [hi for _, hi in BANDS]
     rows = []
-    for lo, hi in BANDS:
-        bs = _gaussian_blur(s, lo) - _gaussian_blur(s, hi)
-        bt = _gaussian_blur(t, lo) - _gaussian_blur(t, hi)
+    for bs, bt in zip(luma_bands(out, sigmas), luma_bands(ref, sigmas)):
         energy = float((bt * bt).sum())
         gain = float((bs * bt).sum()) / energy
         rows.append((gain, float(((bs - gain * bt) ** 2).sum()) / energy))
@@ -49,6 +46,7 @@ def main(argv=None) -> int:
 
     from mixq_nncf import data as D
     from mixq_nncf.config import load_config
+    from mixq_nncf.errors import CheckpointError
     from mixq_nncf.io_utils import atomic_write_json
     from mixq_nncf.models import load_generator
     from mixq_nncf.qcheckpoint import load_quantized
@@ -65,7 +63,7 @@ def main(argv=None) -> int:
         for path in args.checkpoints:
             try:
                 model = load_quantized(path).model.eval()
-            except Exception:  # noqa: BLE001 - older training outputs: state only, the start's NNCF layout
+            except CheckpointError:  # older training outputs: state only, in the start's NNCF layout
                 model = load_quantized(args.checkpoints[0]).model.eval()
                 model.load_state_dict(torch.load(path, weights_only=True)["state_dict"])
             per_image = [band_gain_noise(model(x).clamp(0, 1), r) for x, r in zip(inputs, refs)]

@@ -49,8 +49,8 @@ def main(argv=None) -> int:
     p.add_argument("--features", action="store_true", help="also print, per NIQE feature, each input's mean shift "
                    "from the reference in units of the pristine model's standard deviation, and the reference's own "
                    "offset from the pristine mean: which statistic moved, and whether towards or away from "
-                   "pristine; and each feature's share of the squared NIQE distance (reference covariance), which says what the score "
-                   "reacts to")
+                   "pristine; and each feature's share of the squared NIQE distance (reference covariance), which "
+                   "says what the score reacts to")
     args = p.parse_args(argv)
 
     import scipy.io

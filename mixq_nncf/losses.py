@@ -80,11 +80,17 @@ def fft_loss(student: torch.Tensor, teacher: torch.Tensor, tile: int = 32) -> to
     return F.l1_loss(s, t)
 
 
+def _luma(image: torch.Tensor) -> torch.Tensor:
+    if image.shape[1] != 3:
+        return image.float()
+    w = torch.tensor([0.299, 0.587, 0.114], device=image.device, dtype=torch.float32).view(1, 3, 1, 1)
+    return (image.float() * w).sum(1, keepdim=True)
+
+
 def mscn(image: torch.Tensor, window: int = 7, c: float = 1.0 / 255) -> torch.Tensor:
     """Mean-subtracted, contrast-normalised luma (NIQE's and BRISQUE's input): (Y - mu) / (sigma + c) with a
     7x7 Gaussian (sigma 7/6) local mean and deviation; c = 1/255 is NIQE's constant 1 on the 0-255 scale."""
-    w = torch.tensor([0.299, 0.587, 0.114], device=image.device, dtype=torch.float32).view(1, 3, 1, 1)
-    y = (image.float() * w).sum(1, keepdim=True) if image.shape[1] == 3 else image.float()
+    y = _luma(image)
     r = torch.arange(window, device=image.device, dtype=torch.float32) - (window - 1) / 2
     g = torch.exp(-(r ** 2) / (2 * (window / 6) ** 2))
     g = g / g.sum()
@@ -147,13 +153,6 @@ def mscn_statistics_loss(student: torch.Tensor, teacher: torch.Tensor, tile: int
     return loss
 
 
-def _luma(image: torch.Tensor) -> torch.Tensor:
-    if image.shape[1] != 3:
-        return image.float()
-    w = torch.tensor([0.299, 0.587, 0.114], device=image.device, dtype=torch.float32).view(1, 3, 1, 1)
-    return (image.float() * w).sum(1, keepdim=True)
-
-
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     if sigma <= 0:
         return x
@@ -163,6 +162,14 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     g = (g / g.sum()).to(x.dtype)
     x = F.pad(x, (radius,) * 4, mode="replicate")
     return F.conv2d(F.conv2d(x, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
+
+
+def luma_bands(image: torch.Tensor, band_sigmas=(0.0, 1.0, 2.0, 4.0)) -> list[torch.Tensor]:
+    """The luma split into frequency bands: blur(sigma_k) - blur(sigma_k+1) for consecutive ``band_sigmas``
+    (0 = the image itself), finest first."""
+    y = _luma(image)
+    blurred = [_gaussian_blur(y, sigma) for sigma in band_sigmas]
+    return [fine - coarse for fine, coarse in zip(blurred[:-1], blurred[1:])]
 
 
 def detail_gain_loss(student: torch.Tensor, teacher: torch.Tensor, band_sigmas=(0.0, 1.0, 2.0, 4.0),
@@ -177,12 +184,9 @@ def detail_gain_loss(student: torch.Tensor, teacher: torch.Tensor, band_sigmas=(
     is undefined) count for nothing. Two-sided: charging only shrinkage lets the few tiles the student cannot fix
     drive every other tile past the teacher (oversharpening). Grain is orthogonal to the teacher's detail and costs
     (almost) nothing here: removing it stays the pixel term's job. Mean over bands; 0 = the teacher's gain."""
-    s, t = _luma(student), _luma(teacher.detach())
-    tile = max(2, min(tile, min(s.shape[-2:])))
+    tile = max(2, min(tile, min(student.shape[-2:])))
     terms = []
-    for lo, hi in zip(band_sigmas[:-1], band_sigmas[1:]):
-        bs = _gaussian_blur(s, lo) - _gaussian_blur(s, hi)
-        bt = _gaussian_blur(t, lo) - _gaussian_blur(t, hi)
+    for bs, bt in zip(luma_bands(student, band_sigmas), luma_bands(teacher.detach(), band_sigmas)):
         cross = F.avg_pool2d(bs * bt, tile)
         energy = F.avg_pool2d(bt * bt, tile)
         terms.append((energy - cross).abs().sum() / energy.sum().clamp_min(1e-12))

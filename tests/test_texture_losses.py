@@ -121,7 +121,7 @@ def test_mscn_statistics_see_grain_not_position():
     assert sum(grain_cost) > 2 * sum(shift_cost), (grain_cost, shift_cost)
 
 
-def test_detail_gain_charges_shrunk_detail_not_grain_or_position():
+def test_detail_gain_charges_shrunk_detail_not_grain():
     """Blurring the teacher's detail costs the gain term, more the more it shrinks, and so does amplifying it by as
     much; grain on top of the full detail costs it little: the term measures how much of the teacher's detail the
     student keeps, not how much noise it adds."""
