@@ -49,10 +49,22 @@ RECIPES: dict[str, dict] = {
     # a larger step for weights and intervals, cut 5x for the last third: more of the budget goes into moving
     "decay": {"lr_g": 5e-5, "lr_quantizers": 1e-3, "milestones": [90], "gamma": 0.2},
     "intervals_only": {"lr_g": 1e-9, "lr_quantizers": 1e-3},  # weights held: only the rounding grid moves
+    # 10x faster intervals: the body's calibrated activation ranges are ~1.5x too wide (RESULTS section 12)
+    "intervals_fast": {"lr_quantizers": 1e-2},
+    "intervals_fast_only": {"lr_g": 1e-9, "lr_quantizers": 1e-2},
+    "intervals_fast_gain": {"lr_g": 1e-9, "lr_quantizers": 1e-2, "detail_gain_weight": 0.3},
+    "intervals_fast_stats": {"lr_g": 1e-9, "lr_quantizers": 1e-2, "mscn_stats_weight": 1.0},
+    "intervals_fast_stats2": {"lr_g": 1e-9, "lr_quantizers": 1e-2, "mscn_stats_weight": 2.0},
+    "intervals_fast_stats3": {"lr_g": 1e-9, "lr_quantizers": 1e-2, "mscn_stats_weight": 3.0},
     "gain": {"detail_gain_weight": 1.0},  # detail kept at the teacher's gain in 3 bands (losses.detail_gain_loss)
     "gain_light": {"detail_gain_weight": 0.3},
     "gain_mid": {"detail_gain_weight": 1.0, "detail_gain_bands": [1.0, 2.0, 4.0]},  # not the finest, noisiest band
     "gain_mid_light": {"detail_gain_weight": 0.3, "detail_gain_bands": [1.0, 2.0, 4.0]},
+    # distillation on blurred outputs: the finest, hallucinated band is not regressed to its mean
+    "lowpass": {"distill_lowpass_sigma": 1.0},
+    "lowpass2": {"distill_lowpass_sigma": 2.0},
+    # the body is where the finest detail is lost (benchmarks/detail_gain.py): distil its blocks' outputs harder
+    "feat_strong": {"feature_distill_weight": 1.0},
 }
 RECIPES["as_configured"] = {}  # the start variant's own training section, unchanged
 STARTS = {"int8": "ptq_int8", "mixed": "qat_mixed"}  # demo variant whose PTQ start is used

@@ -366,6 +366,7 @@ class TrainingSection:
     feature_distill_blocks: list[str] = field(default_factory=list)  # module names; empty = every body.N block
     gradient_weight: float = 0.0  # L1 on image gradients, student vs teacher
     fft_weight: float = 0.0  # L1 on FFT magnitudes, student vs teacher
+    distill_lowpass_sigma: float = 0.0  # blur (px) of the distillation difference; 0 = plain L1 (losses.distill_loss)
     mscn_weight: float = 0.0  # L1 on contrast-normalised luma (what NIQE reads), student vs teacher
     mscn_stats_weight: float = 0.0  # L1 on per-tile moments of that luma and its neighbour products (NIQE's features)
     detail_gain_weight: float = 0.0  # charges the student for shrinking the teacher's detail, per band (losses.py)
@@ -383,6 +384,15 @@ class TrainingSection:
                 or any(b >= c for b, c in zip(bands[:-1], bands[1:]))):
             raise ConfigError(f"training.detail_gain_bands: {bands!r} must be at least two increasing Gaussian sigmas "
                               ">= 0 in pixels, each pair one band (0 = the image itself), e.g. [0, 1, 2, 4]")
+        if self.distill_lowpass_sigma < 0:
+            raise ConfigError(f"training.distill_lowpass_sigma: {self.distill_lowpass_sigma} must be >= 0 (a Gaussian "
+                              "blur in output pixels; 0 compares the outputs unblurred)")
+        for name in ("lr_g", "lr_d"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"training.{name}: {getattr(self, name)} is negative; use a learning rate >= 0")
+        if self.iterations > 0 and self.lr_g == 0 and not self.lr_quantizers:
+            raise ConfigError("training.lr_g is 0 and training.lr_quantizers is unset, so training would change "
+                              "nothing; set lr_quantizers (e.g. 1e-2) to train only the quantizer intervals, or lr_g > 0")
         if self.lr_quantizers is not None and self.lr_quantizers <= 0:
             raise ConfigError("training.lr_quantizers: must be > 0, or null to train the intervals at training.lr_g")
         named = {n: getattr(self, n) for n in ("pixel_weight", "perceptual_weight", "gan_weight", "distill_weight",

@@ -11,9 +11,16 @@ def pixel_loss(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(sr, hr)
 
 
-def distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """L1 to the fp32 model's output on the same LR input: the cost of quantization, without any ground truth."""
-    return F.l1_loss(student, teacher.detach())
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, lowpass_sigma: float = 0.0) -> torch.Tensor:
+    """L1 to the fp32 model's output on the same LR input: the cost of quantization, without any ground truth.
+
+    With ``lowpass_sigma`` > 0 the difference is Gaussian-blurred first: detail finer than the blur that the student
+    cannot place exactly is then not regressed to its local mean (which pays L1 to shrink it)."""
+    if lowpass_sigma <= 0:
+        return F.l1_loss(student, teacher.detach())
+    diff = student - teacher.detach()
+    b, c, h, w = diff.shape
+    return _gaussian_blur(diff.reshape(b * c, 1, h, w), lowpass_sigma).abs().mean()
 
 
 class PerceptualLoss(nn.Module):

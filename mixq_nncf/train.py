@@ -359,7 +359,7 @@ def _train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_d
             with torch.no_grad():
                 target = teacher(lr_img)
         if distill_w > 0:
-            terms["distill"] = distill_w * distill_loss(sr, target)
+            terms["distill"] = distill_w * distill_loss(sr, target, t.distill_lowpass_sigma)
         if t.gradient_weight > 0:
             terms["gradient"] = t.gradient_weight * gradient_loss(sr, target)
         if t.fft_weight > 0:

@@ -71,3 +71,16 @@ def test_negative_loss_weight_is_named(name):
 def test_detail_gain_bands_must_increase(bands):
     with pytest.raises(ConfigError, match=r"training.detail_gain_bands: .* increasing Gaussian sigmas"):
         parse_config({"training": {"detail_gain_bands": bands}})
+
+
+def test_negative_distill_lowpass_sigma_is_named():
+    with pytest.raises(ConfigError, match=r"training.distill_lowpass_sigma: -1.0 must be >= 0"):
+        parse_config({"training": {"distill_lowpass_sigma": -1.0}})
+
+
+def test_learning_rates_are_checked():
+    with pytest.raises(ConfigError, match=r"training.lr_g: -0.001 is negative"):
+        parse_config({"training": {"lr_g": -1e-3}})
+    with pytest.raises(ConfigError, match=r"lr_g is 0 and training.lr_quantizers is unset.*lr_quantizers"):
+        parse_config({"training": {"lr_g": 0.0, "iterations": 10}})
+    assert parse_config({"training": {"lr_g": 0.0, "lr_quantizers": 1e-2}}).training.lr_quantizers == 1e-2

@@ -7,7 +7,7 @@ import torch
 from tiny_models import TINY, photo_lr_crops
 from mixq_nncf.config import parse_config
 from mixq_nncf.errors import MixqError
-from mixq_nncf.losses import (detail_gain_loss, discriminator_accuracy, fft_loss, gradient_loss, mscn, mscn_loss,
+from mixq_nncf.losses import (detail_gain_loss, discriminator_accuracy, distill_loss, fft_loss, gradient_loss, mscn, mscn_loss,
                               mscn_statistics, mscn_statistics_loss)
 from mixq_nncf.metrics import laplacian_energy, texture_fidelity
 from mixq_nncf.models.discriminator import PatchDiscriminator
@@ -52,7 +52,8 @@ def _term_on(term: str, student, teacher, x) -> float:
             return value
         s, t = student(x), teacher(x)
         return float({"gradient": gradient_loss, "fft": fft_loss, "mscn": mscn_loss,
-                      "mscn_stats": mscn_statistics_loss, "detail_gain": detail_gain_loss}[term](s, t))
+                      "mscn_stats": mscn_statistics_loss, "detail_gain": detail_gain_loss,
+                      "distill_lowpass": lambda a, b: distill_loss(a, b, 1.0)}[term](s, t))
 
 
 @pytest.mark.parametrize("term,weights", [
@@ -62,6 +63,7 @@ def _term_on(term: str, student, teacher, x) -> float:
     ("mscn_stats", {"mscn_stats_weight": 1.0}),
     ("detail_gain", {"detail_gain_weight": 1.0}),
     ("feature", {"feature_distill_weight": 1.0}),
+    ("distill_lowpass", {"distill_weight": 1.0, "distill_lowpass_sigma": 1.0}),
 ])
 def test_each_texture_term_decreases_alone(term, weights, tmp_path):
     cfg = _cfg(**weights)
@@ -137,6 +139,21 @@ def test_detail_gain_charges_shrunk_detail_not_grain():
         grainy = teacher + 0.02 * torch.randn((1, 1, 96, 96), generator=g)
         assert float(detail_gain_loss(grainy, teacher)) < 0.2 * costs[2], (path, costs)
         assert abs(float(detail_gain_loss(smooth + 1.5 * detail, teacher)) - costs[2]) < 1e-4
+
+
+def test_lowpass_distillation_does_not_pay_for_shrinking_fine_detail():
+    """Plain L1 distillation is cheapest with the finest detail shrunk; on blurred outputs that detail weighs little,
+    while an error the LR input describes (a smooth shift) costs as much as under plain L1."""
+    from mixq_nncf.data import load_image, offline_photos
+
+    for path in offline_photos("eval")[:3]:
+        teacher = load_image(path)[:, :96, :96].unsqueeze(0)
+        smooth = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(teacher, (1, 1, 1, 1), mode="replicate"), 3, 1)
+        shrunk = smooth + 0.5 * (teacher - smooth)
+        plain, lowpass = float(distill_loss(shrunk, teacher)), float(distill_loss(shrunk, teacher, 1.5))
+        assert lowpass < 0.35 * plain, (path, plain, lowpass)
+        shifted = teacher + 0.02
+        assert abs(float(distill_loss(shifted, teacher, 1.5)) - float(distill_loss(shifted, teacher))) < 1e-5
 
 
 def test_feature_taps_name_missing_block():
@@ -231,3 +248,22 @@ def test_texture_figure_finds_the_textured_region(tmp_path):
     heat = torch.from_numpy(np.array(img.crop((68, img.height - 64, 132, img.height)))).float()
     same = torch.from_numpy(np.array(img.crop((0, img.height - 64, 64, img.height)))).float()
     assert heat.mean() > same.mean() + 5  # the grainy column's difference map lights up, fp32's stays black
+
+
+def test_intervals_only_training_holds_the_weights(tmp_path):
+    """lr_g 0 with lr_quantizers: the rounding grid learns, every weight stays as calibrated, and the distillation
+    loss still falls."""
+    cfg = _cfg(distill_weight=1.0, lr_g=0.0, lr_quantizers=1e-2, iterations=20)
+    student, teacher = _student_teacher(cfg)
+    x = torch.cat(photo_lr_crops())
+    weights = {n: p.detach().clone() for n, p in student.named_parameters() if "_nncf" not in n and p.dim() == 4}
+    intervals = {n: p.detach().clone() for n, p in student.named_parameters() if "scale_param_storage" in n}
+    with torch.no_grad():
+        before = float(distill_loss(student(x), teacher(x)))
+    train(cfg, model=student, teacher=teacher, out_dir=tmp_path, progress=False)
+    params = dict(student.named_parameters())
+    assert weights and all(torch.equal(params[n], w) for n, w in weights.items())
+    assert sum(not torch.equal(params[n], v) for n, v in intervals.items()) > len(intervals) // 2
+    with torch.no_grad():
+        after = float(distill_loss(student(x), teacher(x)))
+    assert after < before, (before, after)
