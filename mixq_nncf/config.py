@@ -390,9 +390,11 @@ class TrainingSection:
         for name in ("lr_g", "lr_d"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"training.{name}: {getattr(self, name)} is negative; use a learning rate >= 0")
-        if self.iterations > 0 and self.lr_g == 0 and not self.lr_quantizers:
-            raise ConfigError("training.lr_g is 0 and training.lr_quantizers is unset, so training would change "
-                              "nothing; set lr_quantizers (e.g. 1e-2) to train only the quantizer intervals, or lr_g > 0")
+        trains_discriminator = (self.gan_weight > 0 and not self.distill_only) or self.adv_distill_weight > 0
+        if self.iterations > 0 and self.lr_g == 0 and not self.lr_quantizers and not trains_discriminator:
+            raise ConfigError("training.lr_g is 0, training.lr_quantizers is unset and no discriminator trains, so "
+                              "training would change nothing; set lr_quantizers (e.g. 1e-2) to train only the "
+                              "quantizer intervals, or lr_g > 0")
         if self.lr_quantizers is not None and self.lr_quantizers <= 0:
             raise ConfigError("training.lr_quantizers: must be > 0, or null to train the intervals at training.lr_g")
         named = {n: getattr(self, n) for n in ("pixel_weight", "perceptual_weight", "gan_weight", "distill_weight",

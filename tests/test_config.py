@@ -81,6 +81,8 @@ def test_negative_distill_lowpass_sigma_is_named():
 def test_learning_rates_are_checked():
     with pytest.raises(ConfigError, match=r"training.lr_g: -0.001 is negative"):
         parse_config({"training": {"lr_g": -1e-3}})
-    with pytest.raises(ConfigError, match=r"lr_g is 0 and training.lr_quantizers is unset.*lr_quantizers"):
-        parse_config({"training": {"lr_g": 0.0, "iterations": 10}})
+    with pytest.raises(ConfigError, match=r"lr_g is 0, training.lr_quantizers is unset.*lr_quantizers"):
+        parse_config({"training": {"lr_g": 0.0, "iterations": 10, "distill_only": True}})
+    # a discriminator-only phase (generator held) is a valid use of lr_g 0
+    assert parse_config({"training": {"lr_g": 0.0, "gan_weight": 1.0, "distill_only": False}}).training.lr_g == 0
     assert parse_config({"training": {"lr_g": 0.0, "lr_quantizers": 1e-2}}).training.lr_quantizers == 1e-2
