@@ -136,6 +136,8 @@ def main(argv=None) -> int:
                     outs = [model(x).clamp(0, 1) for x in inputs]
                 per_image = [band_gain_noise(o, r) for o, r in zip(outs, refs)]
                 name = Path(path).parent.name
+                if name == "train":  # mixq train / demo outputs: name the variant, not the folder
+                    name = str(Path(path).parent)
                 if part is not None:
                     name += (f", fp32 at {part}" if factor is None else f", ranges of {part} x{factor:g}") + \
                         f" ({len(chosen)} quantizers)"

@@ -7,8 +7,8 @@ import torch
 from tiny_models import TINY, photo_lr_crops
 from mixq_nncf.config import parse_config
 from mixq_nncf.errors import MixqError
-from mixq_nncf.losses import (detail_gain_loss, discriminator_accuracy, distill_loss, fft_loss, gradient_loss, mscn, mscn_loss,
-                              mscn_statistics, mscn_statistics_loss)
+from mixq_nncf.losses import (detail_gain_loss, discriminator_accuracy, distill_loss, fft_loss, gradient_loss, mscn,
+                              mscn_loss, mscn_statistics, mscn_statistics_loss)
 from mixq_nncf.metrics import laplacian_energy, texture_fidelity
 from mixq_nncf.models.discriminator import PatchDiscriminator
 from mixq_nncf.quantize import quantize_from_config
