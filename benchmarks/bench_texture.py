@@ -49,7 +49,7 @@ RECIPES: dict[str, dict] = {
     # a larger step for weights and intervals, cut 5x for the last third: more of the budget goes into moving
     "decay": {"lr_g": 5e-5, "lr_quantizers": 1e-3, "milestones": [90], "gamma": 0.2},
     "intervals_only": {"lr_g": 1e-9, "lr_quantizers": 1e-3},  # weights held: only the rounding grid moves
-    # 10x faster intervals: the body's calibrated activation ranges are ~1.5x too wide (RESULTS section 12)
+    # 10x faster intervals: the body's calibrated activation ranges are wider than 8-bit rounding wants (RESULTS 12)
     "intervals_fast": {"lr_quantizers": 1e-2},
     "intervals_fast_only": {"lr_g": 1e-9, "lr_quantizers": 1e-2},
     "intervals_fast_gain": {"lr_g": 1e-9, "lr_quantizers": 1e-2, "detail_gain_weight": 0.3},

@@ -66,8 +66,12 @@ def _probe(quantizers, factor):
                 params = [p for name, p in m.named_parameters()
                           if name in ("_scale_param_storage", "_input_range_param_storage")]
                 saved.append([(p, p.detach().clone()) for p in params])
-                for p in params:  # NNCF may keep the interval as its logarithm
-                    p.add_(math.log(factor)) if getattr(m, "_is_using_log_scale_storage", False) else p.mul_(factor)
+                log_storage = getattr(m, "_is_using_log_scale_storage", False)  # NNCF may keep log(interval)
+                for p in params:
+                    if log_storage:
+                        p.add_(math.log(factor))
+                    else:
+                        p.mul_(factor)
     try:
         yield
     finally:
