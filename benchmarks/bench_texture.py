@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+_FAST_INTERVALS_ONLY = {"lr_g": 1e-9, "lr_quantizers": 1e-2}  # weights held, the intervals at 10x the 1e-3 rate
 RECIPES: dict[str, dict] = {
     # the demo's distillation alone (L1 to the fp32 output)
     "distill": {},
@@ -51,11 +52,11 @@ RECIPES: dict[str, dict] = {
     "intervals_only": {"lr_g": 1e-9, "lr_quantizers": 1e-3},  # weights held: only the rounding grid moves
     # 10x faster intervals: the body's calibrated activation ranges are wider than 8-bit rounding wants (RESULTS 12)
     "intervals_fast": {"lr_quantizers": 1e-2},
-    "intervals_fast_only": {"lr_g": 1e-9, "lr_quantizers": 1e-2},
-    "intervals_fast_gain": {"lr_g": 1e-9, "lr_quantizers": 1e-2, "detail_gain_weight": 0.3},
-    "intervals_fast_stats": {"lr_g": 1e-9, "lr_quantizers": 1e-2, "mscn_stats_weight": 1.0},
-    "intervals_fast_stats2": {"lr_g": 1e-9, "lr_quantizers": 1e-2, "mscn_stats_weight": 2.0},
-    "intervals_fast_stats3": {"lr_g": 1e-9, "lr_quantizers": 1e-2, "mscn_stats_weight": 3.0},
+    "intervals_fast_only": {**_FAST_INTERVALS_ONLY},
+    "intervals_fast_gain": {**_FAST_INTERVALS_ONLY, "detail_gain_weight": 0.3},
+    "intervals_fast_stats": {**_FAST_INTERVALS_ONLY, "mscn_stats_weight": 1.0},
+    "intervals_fast_stats2": {**_FAST_INTERVALS_ONLY, "mscn_stats_weight": 2.0},
+    "intervals_fast_stats3": {**_FAST_INTERVALS_ONLY, "mscn_stats_weight": 3.0},
     "gain": {"detail_gain_weight": 1.0},  # detail kept at the teacher's gain in 3 bands (losses.detail_gain_loss)
     "gain_light": {"detail_gain_weight": 0.3},
     "gain_mid": {"detail_gain_weight": 1.0, "detail_gain_bands": [1.0, 2.0, 4.0]},  # not the finest, noisiest band

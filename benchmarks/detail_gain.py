@@ -65,6 +65,9 @@ def _probe(quantizers, factor):
             else:
                 params = [p for name, p in m.named_parameters()
                           if name in ("_scale_param_storage", "_input_range_param_storage")]
+                if not params:  # another NNCF layout: scaling nothing would report the unscaled model as scaled
+                    raise SystemExit(f"--scale-ranges: {type(m).__name__} has no interval parameter this script knows "
+                                     f"({[name for name, _ in m.named_parameters()]})")
                 saved.append([(p, p.detach().clone()) for p in params])
                 log_storage = getattr(m, "_is_using_log_scale_storage", False)  # NNCF may keep log(interval)
                 for p in params:

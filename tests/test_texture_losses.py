@@ -123,16 +123,22 @@ def test_mscn_statistics_see_grain_not_position():
     assert sum(grain_cost) > 2 * sum(shift_cost), (grain_cost, shift_cost)
 
 
+def _photo_crops_and_smooth():
+    """(crop, 3x3 box-blurred crop) for the first 3 eval photos, 96 px: real detail to shrink or keep."""
+    from mixq_nncf.data import load_image, offline_photos
+
+    for path in offline_photos("eval")[:3]:
+        crop = load_image(path)[:, :96, :96].unsqueeze(0)
+        pad = torch.nn.functional.pad(crop, (1, 1, 1, 1), mode="replicate")
+        yield path, crop, torch.nn.functional.avg_pool2d(pad, 3, 1)
+
+
 def test_detail_gain_charges_shrunk_detail_not_grain():
     """Blurring the teacher's detail costs the gain term, more the more it shrinks, and so does amplifying it by as
     much; grain on top of the full detail costs it little: the term measures how much of the teacher's detail the
     student keeps, not how much noise it adds."""
-    from mixq_nncf.data import load_image, offline_photos
-
     g = torch.Generator().manual_seed(0)
-    for path in offline_photos("eval")[:3]:
-        teacher = load_image(path)[:, :96, :96].unsqueeze(0)
-        smooth = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(teacher, (1, 1, 1, 1), mode="replicate"), 3, 1)
+    for path, teacher, smooth in _photo_crops_and_smooth():
         detail = teacher - smooth
         costs = [float(detail_gain_loss(smooth + k * detail, teacher)) for k in (1.0, 0.75, 0.5, 0.0)]
         assert costs[0] < 1e-6 and costs[1] < costs[2] < costs[3], costs
@@ -144,11 +150,7 @@ def test_detail_gain_charges_shrunk_detail_not_grain():
 def test_lowpass_distillation_does_not_pay_for_shrinking_fine_detail():
     """Plain L1 distillation is cheapest with the finest detail shrunk; on blurred outputs that detail weighs little,
     while an error the LR input describes (a smooth shift) costs as much as under plain L1."""
-    from mixq_nncf.data import load_image, offline_photos
-
-    for path in offline_photos("eval")[:3]:
-        teacher = load_image(path)[:, :96, :96].unsqueeze(0)
-        smooth = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(teacher, (1, 1, 1, 1), mode="replicate"), 3, 1)
+    for path, teacher, smooth in _photo_crops_and_smooth():
         shrunk = smooth + 0.5 * (teacher - smooth)
         plain, lowpass = float(distill_loss(shrunk, teacher)), float(distill_loss(shrunk, teacher, 1.5))
         assert lowpass < 0.35 * plain, (path, plain, lowpass)
