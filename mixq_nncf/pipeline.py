@@ -35,7 +35,7 @@ class VariantArtifacts:
 
 
 def recipe_of(cfg: Config, plan: Any | None) -> str:
-    """Short words for a variant: 'fp32', 'PTQ int8', 'QAT int8 + int16 (3 layers)'."""
+    """Short words for a variant: 'fp32', 'PTQ int8', 'QAT int8 + int16 x3', 'QAT int8, ranges p0.01-p99.99'."""
     if cfg.compression is None or plan is None:
         return "fp32"
     counts: dict[str, int] = {}
@@ -48,7 +48,18 @@ def recipe_of(cfg: Config, plan: Any | None) -> str:
     kind = "QAT" if cfg.training.iterations > 0 else "PTQ"
     if cfg.compression.fully_quantized is not None:
         kind += f" fully quantized (skips int{cfg.compression.fully_quantized.bits()[2]})"
-    return f"{kind} {main}" + (f" + {rest}" if rest else "")
+    rng = cfg.compression.initializer.range
+    ranges = "" if rng.type == "mean_min_max" else f", ranges {_range_words(rng)}"
+    return f"{kind} {main}" + (f" + {rest}" if rest else "") + ranges
+
+
+def _range_words(rng) -> str:
+    """A non-default activation range initialiser, so a report row says what its ranges started from."""
+    if rng.type != "mean_percentile":
+        return rng.type.replace("_", "-")
+    low = 0.01 if rng.min_percentile is None else rng.min_percentile
+    high = 99.99 if rng.max_percentile is None else rng.max_percentile
+    return f"p{low:g}-p{high:g}"
 
 
 def _ptq_key(cfg: Config, plan: Any) -> str:

@@ -203,3 +203,16 @@ def test_killed_run_resumes_to_the_same_report(tiny_run, tmp_path):
         assert set(meta["files"]) == {".xml", ".bin"}
     leftovers = [p for p in out.rglob(".*") if p.name.endswith(".tmp") or p.name.startswith(".export-")]
     assert leftovers == []
+
+
+def test_recipe_words_name_a_non_default_range_initialiser():
+    from mixq_nncf.config import parse_config
+    from mixq_nncf.pipeline import recipe_of
+    from mixq_nncf.plan import LayerPrecision, PrecisionPlan
+
+    plan = PrecisionPlan(layers={"a": LayerPrecision(8, 8), "b": LayerPrecision(16, 16)}, stage_of={})
+    base = {k: v for k, v in TINY_RUN.items() if k != "variants"}
+    assert recipe_of(parse_config(base), plan) == "QAT int8 + int16 x1"
+    pct = json.loads(json.dumps(base))
+    pct["compression"]["initializer"] = {"range": {"type": "mean_percentile", "max_percentile": 99.95}}
+    assert recipe_of(parse_config(pct), plan) == "QAT int8 + int16 x1, ranges p0.01-p99.95"
