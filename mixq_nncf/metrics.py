@@ -227,3 +227,13 @@ class MetricSuite:
         if "pi" in self.names and "nrqm" in out and "niqe" in out:
             out["pi"] = perceptual_index(out["nrqm"], out["niqe"])
         return out
+
+
+def per_image_gap(rows: list[dict], metric: str, variant: str, reference: str) -> float | None:
+    """Mean over images of |metric(variant) - metric(reference)| on the same image. The gap of two set means lets
+    per-image errors of opposite sign cancel; on a few photos a no-reference score such as NIQE swings by a whole
+    point per image between near-identical models, so the per-image gap is the steadier 'closer to fp32'."""
+    ref = {r["image"]: r[metric] for r in rows if r["variant"] == reference and metric in r}
+    gaps = [abs(r[metric] - ref[r["image"]]) for r in rows
+            if r["variant"] == variant and metric in r and r["image"] in ref]
+    return sum(gaps) / len(gaps) if gaps else None

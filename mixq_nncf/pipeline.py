@@ -188,6 +188,7 @@ def run(cfg: Config, out_dir: Path, *, variants: list[str] | None = None, log: L
     bench = _benchmark(cfg, arts, fp32, baseline, out_dir, log, progress)
     quality, per_image = _evaluate(cfg, arts, fp32, eval_pairs, crop_border, out_dir, log, progress, baseline,
                                    eval_key)
+    _add_niqe_gap(quality, per_image, baseline)
     report = _assemble(cfg, arts, bench, quality, baseline, scale, eval_paths, out_dir)
     report["wall_s"] = round(time.perf_counter() - t_start, 1)
     _figures(report, arts, eval_pairs, out_dir)
@@ -487,6 +488,18 @@ def _score(cfg: Config, arts: dict[str, VariantArtifacts], fp32, eval_pairs: lis
     writer.writerows(rows)
     atomic_write_text(out_dir / "eval" / "per_image.csv", buf.getvalue())
     return {"variants": names, "metrics": metric_names, "quality": quality, "per_image": rows}
+
+
+def _add_niqe_gap(quality: dict, per_image: list, baseline: str | None) -> None:
+    """niqe_gap: each variant's per-photo NIQE distance to fp32's, beside the set-mean NIQE."""
+    from .metrics import per_image_gap
+
+    if baseline is None:
+        return
+    for name, q in quality.items():
+        gap = per_image_gap(per_image, "niqe", name, baseline) if "niqe" in q else None
+        if gap is not None:
+            q["niqe_gap"] = gap
 
 
 def _assemble(cfg: Config, arts: dict[str, VariantArtifacts], bench: dict, quality: dict, baseline: str | None,

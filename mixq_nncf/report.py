@@ -100,7 +100,9 @@ def render_markdown(report: dict) -> str:
     parts += ["Quality: `fidelity_*` compares each variant's OpenVINO output with the fp32 model's output on the same "
               "inputs (the cost of quantization alone; GMSD and NLPD: lower is better); `laplacian_ratio` is the "
               "variant's fine-detail energy over fp32's (1 = same, above = added grain, below = smoothing); NIQE / PI "
-              "are no-reference (lower is better); PSNR/SSIM against ground truth appear only when the ground truth "
+              "are no-reference (lower is better); `niqe_gap` is the mean over photos of |NIQE - fp32's NIQE| on the "
+              "same photo (0 = as natural as fp32 by NIQE on every photo; steadier than the gap of the means, where "
+              "per-photo errors of opposite sign cancel); PSNR/SSIM against ground truth appear only when the ground truth "
               "matches the model's training degradation.", ""]
     parts += [f"**Runtime precision.** {INT16_NOTE}", ""]
     if any(f in machine.get("flags", []) for f in ("avx512_bf16", "amx_bf16", "amx_int8")):

@@ -81,3 +81,14 @@ def test_eval_pred_gt_writes_csv_and_json(tmp_path, capsys):
     exact = 20 * math.log10(255 / (5 * 219 / 255))
     assert summary["images"] == 2 and summary["mean"]["psnr"] == pytest.approx(exact, abs=1e-3)
     assert (tmp_path / "out" / "per_image.csv").read_text().startswith("image,psnr,ssim,niqe")
+
+
+def test_per_image_gap_does_not_let_errors_of_opposite_sign_cancel():
+    from mixq_nncf.metrics import per_image_gap
+
+    rows = [{"variant": "fp32", "image": "a", "niqe": 4.0}, {"variant": "fp32", "image": "b", "niqe": 6.0},
+            {"variant": "q", "image": "a", "niqe": 5.0}, {"variant": "q", "image": "b", "niqe": 5.0},
+            {"variant": "q", "image": "c", "niqe": 9.0}]  # no fp32 score for c: not compared
+    assert per_image_gap(rows, "niqe", "q", "fp32") == pytest.approx(1.0)  # the set means are equal (5 vs 5)
+    assert per_image_gap(rows, "niqe", "fp32", "fp32") == 0.0
+    assert per_image_gap(rows, "psnr", "q", "fp32") is None

@@ -53,6 +53,17 @@ def test_report_has_every_variant_with_measurements(tiny_run):
     assert report["variants"]["ptq_int8"]["bin_bytes"] < report["variants"]["fp32"]["bin_bytes"]
     assert report["peers"]["torch_fp32"]["latency_median_ms"] > 0
     assert report["training"]["qat_mixed"]["steps"] == 6
+    # niqe_gap: per-photo |NIQE - fp32's NIQE| averaged, recomputed here from the per-image scores
+    import csv
+
+    rows = list(csv.DictReader((out / "eval" / "per_image.csv").open()))
+    ref = {r["image"]: float(r["niqe"]) for r in rows if r["variant"] == "fp32"}
+    for name in ("fp32", "ptq_int8", "qat_mixed"):
+        gaps = [abs(float(r["niqe"]) - ref[r["image"]]) for r in rows if r["variant"] == name]
+        assert report["variants"][name]["quality"]["niqe_gap"] == pytest.approx(sum(gaps) / len(gaps))
+    assert report["variants"]["fp32"]["quality"]["niqe_gap"] == 0
+    assert report["variants"]["ptq_int8"]["quality"]["niqe_gap"] >= abs(
+        report["variants"]["ptq_int8"]["quality"]["niqe"] - report["variants"]["fp32"]["quality"]["niqe"]) - 1e-9
     md = (out / "report.md").read_text()
     for word in ("ptq_int8", "qat_mixed", "NIQE", report["machine"]["cpu"]):
         assert word in md
