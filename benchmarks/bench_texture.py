@@ -77,8 +77,9 @@ def band_errors(pred, ref) -> dict[str, float]:
     """Mean energy of (pred - ref) in radial frequency bands of the luma: below 1/8, 1/8-1/2, above 1/2 Nyquist."""
     import torch
 
-    w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    diff = ((pred - ref) * w).sum(1)
+    from mixq_nncf.losses import luma
+
+    diff = luma(pred - ref)[:, 0]
     spec = torch.fft.fft2(diff, norm="ortho").abs().pow(2)
     fy = torch.fft.fftfreq(diff.shape[-2]).abs().view(-1, 1) * 2
     fx = torch.fft.fftfreq(diff.shape[-1]).abs().view(1, -1) * 2

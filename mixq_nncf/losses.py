@@ -87,7 +87,9 @@ def fft_loss(student: torch.Tensor, teacher: torch.Tensor, tile: int = 32) -> to
     return F.l1_loss(s, t)
 
 
-def _luma(image: torch.Tensor) -> torch.Tensor:
+def luma(image: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) luma of an (N, 3, H, W) RGB batch (BT.601 weights, full range); one-channel input as it is.
+    The single luma of the losses, the texture metrics and the report's crop choice."""
     if image.shape[1] != 3:
         return image.float()
     w = torch.tensor([0.299, 0.587, 0.114], device=image.device, dtype=torch.float32).view(1, 3, 1, 1)
@@ -97,7 +99,7 @@ def _luma(image: torch.Tensor) -> torch.Tensor:
 def mscn(image: torch.Tensor, window: int = 7, c: float = 1.0 / 255) -> torch.Tensor:
     """Mean-subtracted, contrast-normalised luma (NIQE's and BRISQUE's input): (Y - mu) / (sigma + c) with a
     7x7 Gaussian (sigma 7/6) local mean and deviation; c = 1/255 is NIQE's constant 1 on the 0-255 scale."""
-    y = _luma(image)
+    y = luma(image)
     r = torch.arange(window, device=image.device, dtype=torch.float32) - (window - 1) / 2
     g = torch.exp(-(r ** 2) / (2 * (window / 6) ** 2))
     g = g / g.sum()
@@ -174,7 +176,7 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 def luma_bands(image: torch.Tensor, band_sigmas=(0.0, 1.0, 2.0, 4.0)) -> list[torch.Tensor]:
     """The luma split into frequency bands: blur(sigma_k) - blur(sigma_k+1) for consecutive ``band_sigmas``
     (0 = the image itself), finest first."""
-    y = _luma(image)
+    y = luma(image)
     blurred = [_gaussian_blur(y, sigma) for sigma in band_sigmas]
     return [fine - coarse for fine, coarse in zip(blurred[:-1], blurred[1:])]
 

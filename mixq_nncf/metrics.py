@@ -112,8 +112,9 @@ def laplacian_energy(img: torch.Tensor) -> float:
     """Mean squared 3x3 Laplacian of the luma: how much fine detail (or grain) an image carries."""
     import torch.nn.functional as F
 
-    img = _batch(img)
-    y = (0.299 * img[:, 0] + 0.587 * img[:, 1] + 0.114 * img[:, 2]).unsqueeze(1)
+    from .losses import luma
+
+    y = luma(_batch(img))
     k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
     return float(F.conv2d(y, k).pow(2).mean())
 

@@ -233,7 +233,9 @@ def most_textured_crop(img: Any, size: int) -> tuple[int, int, int]:
     smoothing show (a centre crop often lands on sky or skin)."""
     import torch.nn.functional as F
 
-    y = (0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2]).unsqueeze(0).unsqueeze(0).float()
+    from .losses import luma
+
+    y = luma(img.unsqueeze(0))
     h, w = y.shape[-2:]
     size = min(size, h, w)
     stride = max(1, size // 4)
