@@ -135,6 +135,9 @@ def main(argv=None) -> int:
             quantizers = [(n, m) for n, m in model.named_modules() if type(m).__name__.endswith("Quantizer")]
             probes = [(None, None)] + [(part, None) for part in args.fp32_at] + \
                 [_parse_scale(spec) for spec in args.scale_ranges]
+            base = Path(path).parent.name
+            if base == "train":  # mixq train / demo outputs: name the variant, not the folder
+                base = str(Path(path).parent)
             for part, factor in probes:
                 chosen = [m for n, m in quantizers if part is not None and part in n]
                 if part is not None and not chosen:
@@ -142,9 +145,7 @@ def main(argv=None) -> int:
                 with _probe(chosen, factor):
                     outs = [model(x).clamp(0, 1) for x in inputs]
                 per_image = [band_gain_noise(o, r) for o, r in zip(outs, refs)]
-                name = Path(path).parent.name
-                if name == "train":  # mixq train / demo outputs: name the variant, not the folder
-                    name = str(Path(path).parent)
+                name = base
                 if part is not None:
                     name += (f", fp32 at {part}" if factor is None else f", ranges of {part} x{factor:g}") + \
                         f" ({len(chosen)} quantizers)"

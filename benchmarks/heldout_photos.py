@@ -24,7 +24,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from PIL import Image
 
-
     roots = [Path(s) for s in site.getsitepackages()]
     found = []
     for root in roots:

@@ -250,6 +250,11 @@ class RangeInit:
             if value is not None and not 0.0 <= value <= 100.0:
                 raise ConfigError(f"initializer.range.{name}: {value} is not a percentile; use 0..100")
 
+    def percentiles(self) -> tuple[float, float]:
+        """(min, max) percentiles of mean_percentile, a null one at NNCF 3.4's MEAN_QUANTILE preset (0.01 / 99.99)."""
+        return (0.01 if self.min_percentile is None else self.min_percentile,
+                99.99 if self.max_percentile is None else self.max_percentile)
+
 
 WEIGHT_RANGES = ("auto", "min_max", "mse")
 

@@ -57,8 +57,7 @@ def _range_words(rng) -> str:
     """A non-default activation range initialiser, so a report row says what its ranges started from."""
     if rng.type != "mean_percentile":
         return rng.type.replace("_", "-")
-    low = 0.01 if rng.min_percentile is None else rng.min_percentile
-    high = 99.99 if rng.max_percentile is None else rng.max_percentile
+    low, high = rng.percentiles()
     return f"p{low:g}-p{high:g}"
 
 
@@ -497,7 +496,7 @@ def _add_niqe_gap(quality: dict, per_image: list, baseline: str | None) -> None:
     if baseline is None:
         return
     for name, q in quality.items():
-        gap = per_image_gap(per_image, "niqe", name, baseline) if "niqe" in q else None
+        gap = per_image_gap(per_image, "niqe", name, baseline)  # None where NIQE was not scored
         if gap is not None:
             q["niqe_gap"] = gap
 

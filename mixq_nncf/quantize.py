@@ -46,8 +46,7 @@ def _range_estimator(rng):
                                                    StatisticsType)
 
     if rng.type == "mean_percentile" and (rng.min_percentile is not None or rng.max_percentile is not None):
-        low = 0.01 if rng.min_percentile is None else rng.min_percentile
-        high = 99.99 if rng.max_percentile is None else rng.max_percentile
+        low, high = rng.percentiles()
         return RangeEstimatorParameters(
             min=StatisticsCollectorParameters(StatisticsType.QUANTILE, AggregatorType.MEAN,
                                               quantile_outlier_prob=low / 100.0),

@@ -102,8 +102,8 @@ def render_markdown(report: dict) -> str:
               "variant's fine-detail energy over fp32's (1 = same, above = added grain, below = smoothing); NIQE / PI "
               "are no-reference (lower is better); `niqe_gap` is the mean over photos of |NIQE - fp32's NIQE| on the "
               "same photo (0 = as natural as fp32 by NIQE on every photo; steadier than the gap of the means, where "
-              "per-photo errors of opposite sign cancel); PSNR/SSIM against ground truth appear only when the ground truth "
-              "matches the model's training degradation.", ""]
+              "per-photo errors of opposite sign cancel); PSNR/SSIM against ground truth appear only when the "
+              "ground truth matches the model's training degradation.", ""]
     parts += [f"**Runtime precision.** {INT16_NOTE}", ""]
     if any(f in machine.get("flags", []) for f in ("avx512_bf16", "amx_bf16", "amx_int8")):
         parts += [f"**Deploying.** {DEPLOY_NOTE}", ""]
