@@ -10,13 +10,13 @@ def make_irs(out: Path, arch: str = "realesrgan_x4plus", calib_n: int = 16, size
     """Returns ({name: xml}, fp32 torch model). One calibration serves int8 and mixed (bits change per layer)."""
     import torch
 
-    from mixq_nncf.config import parse_config
-    from mixq_nncf.data import calibration_inputs
-    from mixq_nncf.export import export_ir
+    from mixq_nncf.config.schema import parse_config
+    from mixq_nncf.data.datasets import calibration_inputs
+    from mixq_nncf.ir.export import export_ir
     from mixq_nncf.models import PRESETS, load_generator
-    from mixq_nncf.nncf_adapter import apply_plan
-    from mixq_nncf.plan import resolve_plan
-    from mixq_nncf.quantize import quantize
+    from mixq_nncf.quant.nncf_adapter import apply_plan
+    from mixq_nncf.config.plan import resolve_plan
+    from mixq_nncf.quant.ptq import quantize
 
     torch.manual_seed(0)
     fp32 = load_generator(arch, None, "embedded")

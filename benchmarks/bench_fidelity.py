@@ -39,25 +39,25 @@ def main(argv=None) -> int:
     if args.calibration_study:
         return calibration_study(args.arch, Path(args.out))
 
-    from mixq_nncf.config import parse_config
-    from mixq_nncf.data import calibration_inputs
+    from mixq_nncf.config.schema import parse_config
+    from mixq_nncf.data.datasets import calibration_inputs
     from mixq_nncf.io_utils import atomic_write_json
     from mixq_nncf.pipeline import torch_fidelity
-    from mixq_nncf.nncf_adapter import apply_plan
-    from mixq_nncf.plan import as_int8, resolve_plan
-    from mixq_nncf.qtable import layer_bits, quantizer_table
-    from mixq_nncf.quantize import quantize
+    from mixq_nncf.quant.nncf_adapter import apply_plan
+    from mixq_nncf.config.plan import as_int8, resolve_plan
+    from mixq_nncf.quant.table import layer_bits, quantizer_table
+    from mixq_nncf.quant.ptq import quantize
 
     fp32, ref, probe = _model_and_probe(args.arch)
     scale = int(fp32.scale)
     calib = calibration_inputs("offline", args.calibration, 64, scale)
-    base_cfg = parse_config({"compression": {"overflow_fix": "disable"}})
+    base_cfg = parse_config({"compression": {"overflow_fix": "auto"}})
     plan8 = resolve_plan(fp32, base_cfg.compression)
     print("calibrating ...", file=sys.stderr, flush=True)
     q = quantize(fp32, as_int8(plan8), calib, compression=base_cfg.compression)
     rows = {}
     for name, comp in RECIPES.items():
-        cfg = parse_config({"compression": {"overflow_fix": "disable", **comp}})
+        cfg = parse_config({"compression": {"overflow_fix": "auto", **comp}})
         plan = resolve_plan(fp32, cfg.compression)
         apply_plan(q, plan)
         bits = layer_bits(quantizer_table(q, plan))
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
 
 def _model_and_probe(arch: str):
     """The embedded fp32 model, its outputs cached, and centre 64x64 LR crops of every offline eval photo."""
-    from mixq_nncf.data import EvalPairs, offline_photos
+    from mixq_nncf.data.datasets import EvalPairs, offline_photos
     from mixq_nncf.models import load_generator
     from mixq_nncf.pipeline import CachedOutputs, probe_inputs
 
@@ -86,13 +86,13 @@ def _model_and_probe(arch: str):
 def calibration_study(arch: str, out: Path) -> int:
     import time
 
-    from mixq_nncf.config import parse_config
-    from mixq_nncf.data import calibration_inputs
+    from mixq_nncf.config.schema import parse_config
+    from mixq_nncf.data.datasets import calibration_inputs
     from mixq_nncf.io_utils import atomic_write_json
     from mixq_nncf.pipeline import torch_fidelity
-    from mixq_nncf.nncf_adapter import apply_plan
-    from mixq_nncf.plan import as_int8, resolve_plan
-    from mixq_nncf.quantize import quantize
+    from mixq_nncf.quant.nncf_adapter import apply_plan
+    from mixq_nncf.config.plan import as_int8, resolve_plan
+    from mixq_nncf.quant.ptq import quantize
 
     fp32, ref, probe = _model_and_probe(arch)
     scale = int(fp32.scale)
@@ -100,7 +100,7 @@ def calibration_study(arch: str, out: Path) -> int:
     for samples in (16, 32):
         calib = calibration_inputs("offline", samples, 64, scale)
         for bias_correction in (True, False):
-            base = {"overflow_fix": "disable", "initializer": {"fast_bias_correction": bias_correction}}
+            base = {"overflow_fix": "auto", "initializer": {"fast_bias_correction": bias_correction}}
             cfg = parse_config({"compression": base})
             plan8 = resolve_plan(fp32, cfg.compression)
             t0 = time.perf_counter()

@@ -19,13 +19,13 @@ MODELS = {"msrresnet_x4": None, "realesrgan_x4plus": "embedded"}
 def _irs(arch: str, weights, out: Path, size: int, calib_n: int) -> tuple[dict[str, Path], object]:
     import torch
 
-    from mixq_nncf.config import parse_config
-    from mixq_nncf.data import calibration_inputs
-    from mixq_nncf.export import export_ir
+    from mixq_nncf.config.schema import parse_config
+    from mixq_nncf.data.datasets import calibration_inputs
+    from mixq_nncf.ir.export import export_ir
     from mixq_nncf.models import load_generator
-    from mixq_nncf.nncf_adapter import apply_plan
-    from mixq_nncf.plan import resolve_plan
-    from mixq_nncf.quantize import quantize
+    from mixq_nncf.quant.nncf_adapter import apply_plan
+    from mixq_nncf.config.plan import resolve_plan
+    from mixq_nncf.quant.ptq import quantize
 
     torch.manual_seed(0)
     fp32 = load_generator(arch, None, weights)
@@ -57,9 +57,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="benchmarks/results", help="folder for IRs and latency.json")
     args = p.parse_args(argv)
 
-    from mixq_nncf.audit import audit_runtime, layer_time_shares
-    from mixq_nncf.bench import Target, benchmark, machine_info, stats_markdown
-    from mixq_nncf.config import to_dict
+    from mixq_nncf.ir.audit import audit_runtime, layer_time_shares
+    from mixq_nncf.ir.bench import Target, benchmark, machine_info, stats_markdown
+    from mixq_nncf.config.schema import to_dict
     from mixq_nncf.io_utils import atomic_write_json
 
     out = Path(args.out)

@@ -20,7 +20,7 @@ from pathlib import Path
 def _random_vgg(folder: Path) -> str:
     import torch
 
-    from mixq_nncf.models.vgg import _features
+    from mixq_nncf.train.vgg import _features
 
     path = folder / "vgg19-random.pth"
     torch.save({f"features.{k}": v for k, v in _features(37).state_dict().items()}, path)
@@ -32,7 +32,7 @@ def _time(cfg, model, teacher, plan, device: str, out: Path) -> list[float]:
 
     import torch
 
-    from mixq_nncf.train import train
+    from mixq_nncf.train.loop import train
 
     stamps: list[float] = []
 
@@ -57,13 +57,13 @@ def main(argv=None) -> int:
 
     import torch
 
-    from mixq_nncf.bench import machine_info
-    from mixq_nncf.config import parse_config
-    from mixq_nncf.data import calibration_inputs
+    from mixq_nncf.ir.bench import machine_info
+    from mixq_nncf.config.schema import parse_config
+    from mixq_nncf.data.datasets import calibration_inputs
     from mixq_nncf.io_utils import atomic_write_json
     from mixq_nncf.models import load_generator
-    from mixq_nncf.plan import resolve_plan
-    from mixq_nncf.quantize import quantize
+    from mixq_nncf.config.plan import resolve_plan
+    from mixq_nncf.quant.ptq import quantize
 
     tmp = Path(tempfile.mkdtemp())
     cfg = parse_config({

@@ -42,7 +42,7 @@ FRAME = (270, 480)
 def make_inputs(folder: Path) -> dict[str, Path]:
     """Three 480x270 frames (16:9 crops of offline photos resized by MATLAB bicubic) and one photo as it is
     (chelsea, 451x300), as 8-bit PNGs, made once."""
-    from mixq_nncf.data import imresize, load_image, offline_photos, save_image
+    from mixq_nncf.data.datasets import imresize, load_image, offline_photos, save_image
 
     folder.mkdir(parents=True, exist_ok=True)
     photos = {p.stem: p for p in offline_photos("all")}
@@ -112,7 +112,7 @@ def worker(args) -> int:
     """Upscale args.images with one configuration; print a JSON line with the timings."""
     import numpy as np
 
-    from mixq_nncf.imageio import Picture, read_image, write_image
+    from mixq_nncf.data.imageio import Picture, read_image, write_image
 
     t_start = time.perf_counter()
     images = [Path(p) for p in args.images]
@@ -136,7 +136,7 @@ def worker(args) -> int:
             if save:
                 write_image(Picture(np.ascontiguousarray(sr), bits=16), save / f"{p.stem}.png")
     elif args.method == "single_shot":
-        from mixq_nncf.upscale import Upscaler
+        from mixq_nncf.serve.upscale import Upscaler
 
         # compiled exactly as `mixq upscale` compiles a 480x270 frame (same options, so the same model-cache entry)
         up = Upscaler(args.ir, threads=args.threads)
@@ -151,7 +151,7 @@ def worker(args) -> int:
             cpu.append(_cpu_s() - c0)
             names.append(images[0].stem)
     else:
-        from mixq_nncf.upscale import Upscaler
+        from mixq_nncf.serve.upscale import Upscaler
 
         up = Upscaler(args.ir, precision=args.precision, threads=args.threads, tile=args.tile)
         pics = [(p, read_image(p)) for p in images]
@@ -253,8 +253,8 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from _upscale_irs import make_irs
 
-    from mixq_nncf.bench import machine_info
-    from mixq_nncf.config import to_dict
+    from mixq_nncf.ir.bench import machine_info
+    from mixq_nncf.config.schema import to_dict
     from mixq_nncf.io_utils import atomic_write_json
 
     out = Path(args.out)
@@ -358,12 +358,12 @@ def trap(irs: dict, out: Path) -> int:
     import numpy as np
     import torch
 
-    from mixq_nncf.bench import Target, benchmark
-    from mixq_nncf.config import to_dict
-    from mixq_nncf.data import EvalPairs, offline_photos
+    from mixq_nncf.ir.bench import Target, benchmark
+    from mixq_nncf.config.schema import to_dict
+    from mixq_nncf.data.datasets import EvalPairs, offline_photos
     from mixq_nncf.io_utils import atomic_write_json
     from mixq_nncf.models import load_generator
-    from mixq_nncf.upscale import Upscaler
+    from mixq_nncf.serve.upscale import Upscaler
 
     model = load_generator("realesrgan_x4plus", None, "embedded").eval()
     pairs = EvalPairs(offline_photos("eval"), 4, crop=256)
@@ -391,9 +391,9 @@ def trap(irs: dict, out: Path) -> int:
 
 def seams(ir: Path, frame: Path, out: Path) -> int:
     """Seam error and cost of tiling where overlap < receptive radius (RRDBNet: 350 LR pixels)."""
-    from mixq_nncf.imageio import read_image
+    from mixq_nncf.data.imageio import read_image
     from mixq_nncf.io_utils import atomic_write_json
-    from mixq_nncf.upscale import Upscaler
+    from mixq_nncf.serve.upscale import Upscaler
 
     crop = read_image(frame).rgb[39:231, 144:336]
     rows = []
@@ -414,7 +414,7 @@ def seams(ir: Path, frame: Path, out: Path) -> int:
 
 def big_frame(folder: Path) -> Path:
     """A 960x540 frame: the 16:9 centre crop of the offline motorcycle_left photo (741x417) resized bicubic."""
-    from mixq_nncf.data import imresize, load_image, offline_photos, save_image
+    from mixq_nncf.data.datasets import imresize, load_image, offline_photos, save_image
 
     path = folder / "frame960_motorcycle_left.png"
     if not path.exists():
@@ -434,10 +434,10 @@ def tile_sizes(ir: Path, frame: Path, out: Path, tiles: list[int]) -> int:
     """Untiled and tiled runs of a 960x540 frame, one process each: time, memory, seam error."""
     import numpy as np
 
-    from mixq_nncf.imageio import read_image
+    from mixq_nncf.data.imageio import read_image
     from mixq_nncf.io_utils import atomic_write_json
-    from mixq_nncf.tiling import plan_tiles, window_pixels
-    from mixq_nncf.upscale import MAX_DEFAULT_OVERLAP
+    from mixq_nncf.serve.tiling import plan_tiles, window_pixels
+    from mixq_nncf.serve.upscale import MAX_DEFAULT_OVERLAP
 
     rows = []
     ref = None
@@ -464,7 +464,7 @@ def tile_sizes(ir: Path, frame: Path, out: Path, tiles: list[int]) -> int:
 
 def finish(result: dict, out: Path, every: list[Path]) -> None:
     """Fidelity of every saved output to the PyTorch fp32 output, the speed-up, the Markdown table."""
-    from mixq_nncf.imageio import read_image
+    from mixq_nncf.data.imageio import read_image
     from mixq_nncf.io_utils import atomic_write_json, atomic_write_text
 
     rows = {(k.split("@")[0], int(k.split("@")[1])): v for k, v in result["runs"].items()}

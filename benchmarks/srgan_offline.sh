@@ -4,6 +4,6 @@
 set -euo pipefail
 OUT=${1:-runs/srgan_offline}
 MIXQ=${MIXQ:-mixq}
-$MIXQ train configs/srgan_offline_pretrain.json --out "$OUT/pretrain" --resume
-$MIXQ train configs/srgan_offline_gan.json --out "$OUT/gan" --resume --set model.weights="$OUT/pretrain/final.pt"
-$MIXQ run configs/srgan_offline.json --out "$OUT/run" --set model.weights="$OUT/gan/final.pt"
+$MIXQ train configs/offline/srgan_offline_pretrain.json --out "$OUT/pretrain" --resume
+$MIXQ train configs/offline/srgan_offline_gan.json --out "$OUT/gan" --resume --set model.weights="$OUT/pretrain/final.pt"
+$MIXQ run configs/offline/srgan_offline.json --out "$OUT/run" --set model.weights="$OUT/gan/final.pt"

@@ -13,7 +13,7 @@ __all__ = ["Upscaler"]
 def __getattr__(name: str):
     # `from mixq_nncf import Upscaler` works, and importing the package still needs neither OpenVINO nor torch
     if name == "Upscaler":
-        from .upscale import Upscaler
+        from mixq_nncf.serve.upscale import Upscaler
 
         return Upscaler
     raise AttributeError(f"module 'mixq_nncf' has no attribute {name!r}")

@@ -5,6 +5,10 @@ class MixqError(Exception):
     """Base of every error the user can act on."""
 
 
+class ConfigError(MixqError, ValueError):
+    """A config problem the user can fix; the message names the key and the valid choices."""
+
+
 class CheckpointError(MixqError):
     """A checkpoint does not fit the model (keys or shapes)."""
 

@@ -3,15 +3,19 @@ and a cached result is reused only while what it measured is unchanged."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from .errors import OutputError
+from mixq_nncf.errors import OutputError
 
 TMP_SUFFIX = ".tmp"
 
@@ -68,22 +72,96 @@ def atomic_torch_save(path: Path, obj: Any) -> Path:
     return atomic_write(path, lambda p: torch.save(obj, p))
 
 
-def ensure_writable(folder: Path, *, need_bytes: int = 0, what: str = "--out") -> Path:
-    """Fail before any work when ``folder`` cannot take our outputs (read-only, not a folder, too little space)."""
+def ensure_writable(folder: Path, *, need_bytes: int = 0, what: str = "--out", create: bool = True) -> Path:
+    """Fail before any work when ``folder`` cannot take our outputs (read-only, not a folder, too little space).
+
+    With ``create=False`` a missing folder is not made: its nearest existing parent is checked instead, so a
+    command refused later for another reason leaves nothing behind."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{what} {folder} is a file, not a folder; give a folder path (or move that file away)")
+    blocked = next((p for p in folder.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise OutputError(f"{what} {folder} cannot be created: {blocked} is a file, not a folder; choose another path")
+    probe_dir = folder if create or folder.is_dir() else next(
+        (p for p in folder.absolute().parents if p.is_dir()), Path("/"))
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".mixq-write-probe.", suffix=TMP_SUFFIX, dir=folder)
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".mixq-write-probe.", suffix=TMP_SUFFIX, dir=probe_dir)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
         raise OutputError(f"{what} {folder} is not writable ({exc.strerror or exc}); choose a writable folder or "
                           "fix its permissions") from None
-    free = shutil.disk_usage(folder).free
+    free = shutil.disk_usage(probe_dir).free
     if need_bytes and free < need_bytes:
         raise OutputError(f"{what} {folder} has {free / 1e6:.0f} MB free but this needs about {need_bytes / 1e6:.0f} "
                           "MB; free some space or choose another folder")
     return folder
+
+
+# ----------------------------------------------------------------------------------------------
+# one writer per folder
+
+LOCK_NAME = ".mixq.lock"
+
+
+def _lock_holder(path: Path) -> str:
+    """'process PID (started TIME)' from a lock file, as far as the holder has written it."""
+    try:
+        info = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not isinstance(info, dict) or "pid" not in info:
+        return "another process"
+    started = info.get("started", "?")
+    command = f", {info['command']}" if info.get("command") else ""
+    return f"process {info['pid']} (started {started}{command})"
+
+
+@contextmanager
+def folder_lock(folder: Path, *, shared: bool = False, command: str = "", what: str = "--out") -> Iterator[Path]:
+    """Hold ``folder`` for this process: a second writer stops at once with the holder's PID.
+
+    fcntl.flock on FOLDER/.mixq.lock: the kernel drops the lock when the process exits or is killed, so a lock
+    file left by a crash never blocks. ``shared`` lets cooperating writers (sweep shards, each appending its own
+    results file) hold the folder together while keeping everyone else out. The file is removed on release
+    (exclusive holders only); an opener that locked a file removed meanwhile opens the new one instead.
+    """
+    folder = Path(folder)
+    path = folder / LOCK_NAME
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, umask_mode())
+        except OSError as exc:
+            raise output_error(path, exc) from None
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputError(f"{folder} is in use by {_lock_holder(path)}; wait for it or use another "
+                              f"{what}") from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder released and removed it between our open and our lock: take the new one
+    try:
+        info = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "command": command or " ".join(["mixq"] + sys.argv[1:3])}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        yield folder
+    finally:
+        if not shared:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        os.close(fd)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import Config, bits_name, dump_config, to_dict
-from .io_utils import (atomic_write_json, atomic_write_text, cached_json, content_key, ensure_writable, fault_point,
+from mixq_nncf.config.schema import Config, bits_name, to_dict
+
+from mixq_nncf.config.files import dump_config
+from mixq_nncf.io_utils import (atomic_write_json, atomic_write_text, cached_json, content_key, ensure_writable, fault_point,
                        file_hash, remove_stale_temp)
 
 Log = Callable[[str], None]
@@ -110,7 +112,7 @@ def torch_fidelity(model, reference, inputs: list, crop_border: int) -> float:
     """Mean PSNR-Y of ``model`` vs ``reference`` outputs on the same inputs."""
     import torch
 
-    from .metrics import psnr_y
+    from mixq_nncf.eval.metrics import psnr_y
 
     vals = []
     with torch.no_grad():
@@ -123,8 +125,8 @@ def run(cfg: Config, out_dir: Path, *, variants: list[str] | None = None, log: L
         progress: bool = True) -> dict:
     """Run every variant of ``cfg`` into ``out_dir`` and write report.json / report.md; returns the report dict."""
 
-    from . import data as data_mod
-    from .models import load_generator
+    from mixq_nncf.data import datasets as data_mod
+    from mixq_nncf.models import load_generator
 
     out_dir = Path(out_dir)
     ensure_writable(out_dir)
@@ -191,7 +193,7 @@ def run(cfg: Config, out_dir: Path, *, variants: list[str] | None = None, log: L
     report = _assemble(cfg, arts, bench, quality, baseline, scale, eval_paths, out_dir)
     report["wall_s"] = round(time.perf_counter() - t_start, 1)
     _figures(report, arts, eval_pairs, out_dir)
-    from .report import render_markdown
+    from mixq_nncf.eval.report import render_markdown
 
     atomic_write_json(out_dir / "report.json", report)
     atomic_write_text(out_dir / "report.md", render_markdown(report))
@@ -204,10 +206,10 @@ def run(cfg: Config, out_dir: Path, *, variants: list[str] | None = None, log: L
 
 def _quantized_model(cfg: Config, fp32, folder: Path, cache: Path, calibration: Callable[[], list], log: Log):
     """PTQ (or fp32) model of a variant; shares calibration across variants that differ only in bits."""
-    from .nncf_adapter import apply_plan
-    from .plan import as_int8, resolve_plan
-    from .qcheckpoint import load_quantized, save_quantized
-    from .quantize import complete_plan, init_weight_ranges, quantize
+    from mixq_nncf.quant.nncf_adapter import apply_plan
+    from mixq_nncf.config.plan import as_int8, resolve_plan
+    from mixq_nncf.quant.checkpoint import load_quantized, save_quantized
+    from mixq_nncf.quant.ptq import complete_plan, init_weight_ranges, quantize
 
     ckpt = folder / "quantized.pt"
     key = content_key(to_dict(cfg.model), _weights_key(cfg), to_dict(cfg.data), to_dict(cfg.input_info),
@@ -273,7 +275,7 @@ def _training_key(cfg: Config, start: Path) -> str:
 
 def _train(cfg: Config, model, plan, fp32, folder: Path, probe: list, probe_ref: CachedOutputs, crop_border: int,
            log: Log):
-    from .qcheckpoint import load_quantized
+    from mixq_nncf.quant.checkpoint import load_quantized
 
     info_path = folder / "training.json"
     final = folder / "train" / "final.pt"
@@ -293,8 +295,8 @@ def _train(cfg: Config, model, plan, fp32, folder: Path, probe: list, probe_ref:
 
 def _run_training(cfg: Config, model, plan, probe: list, probe_ref, crop_border: int, fp32, folder: Path,
                   final: Path, log: Log) -> dict:
-    from .qcheckpoint import load_quantized
-    from .train import train
+    from mixq_nncf.quant.checkpoint import load_quantized
+    from mixq_nncf.train.loop import train
 
     before = torch_fidelity(model, probe_ref, probe, crop_border)
     log(f"      QAT: {cfg.training.iterations} steps (fidelity before {before:.2f} dB)")
@@ -311,7 +313,7 @@ def _run_training(cfg: Config, model, plan, probe: list, probe_ref, crop_border:
 
 
 def _export(cfg: Config, model, probe_ref: CachedOutputs, folder: Path, probe: list, log: Log, checkpoint: Path):
-    from .export import check_parity, export_ir, ir_fingerprint
+    from mixq_nncf.ir.export import check_parity, export_ir, ir_fingerprint
 
     xml = folder / "model.xml"
     source = checkpoint if checkpoint.is_file() else None
@@ -339,8 +341,8 @@ def _export(cfg: Config, model, probe_ref: CachedOutputs, folder: Path, probe: l
 
 def _ir_matches(xml: Path, key: str) -> bool:
     """A complete IR (its .xml/.bin are the pair its sidecar names) exported from the same checkpoint/settings."""
-    from .errors import IRError
-    from .export import verify_ir
+    from mixq_nncf.errors import IRError
+    from mixq_nncf.ir.export import verify_ir
 
     if not xml.is_file():
         return False
@@ -351,8 +353,8 @@ def _ir_matches(xml: Path, key: str) -> bool:
 
 
 def _audit(cfg: Config, xml: Path, folder: Path, log: Log):
-    from .audit import audit_runtime
-    from .export import ir_fingerprint, ir_size
+    from mixq_nncf.ir.audit import audit_runtime
+    from mixq_nncf.ir.export import ir_fingerprint, ir_size
 
     shape = tuple(cfg.input_info.sample_size)
 
@@ -368,8 +370,8 @@ def _audit(cfg: Config, xml: Path, folder: Path, log: Log):
 def _benchmark(cfg: Config, arts: dict[str, VariantArtifacts], fp32, baseline: str | None, out_dir: Path,
                log: Log, progress: bool) -> dict:
     """All variant IRs and the peers timed in one interleaved run (ratios are only fair within one run)."""
-    from .bench import Target
-    from .export import ir_fingerprint
+    from mixq_nncf.ir.bench import Target
+    from mixq_nncf.ir.export import ir_fingerprint
 
     path = out_dir / "bench.json"
     names = list(arts)
@@ -377,7 +379,7 @@ def _benchmark(cfg: Config, arts: dict[str, VariantArtifacts], fp32, baseline: s
     peers = list(cfg.benchmark.peers)
     peer_names: list[str] = []
     if baseline is None and "ov_fp32" in peers:
-        from .export import export_ir
+        from mixq_nncf.ir.export import export_ir
 
         xml = out_dir / "peers" / "ov_fp32.xml"
         peer_key = content_key(cfg.model.arch, cfg.model.args, _weights_key(cfg), cfg.export.dynamic_shape)
@@ -404,8 +406,8 @@ def _benchmark(cfg: Config, arts: dict[str, VariantArtifacts], fp32, baseline: s
 
 def _measure(cfg: Config, arts: dict[str, VariantArtifacts], targets: list, peer_names: list, names: list,
              baseline: str | None, log: Log, progress: bool) -> dict:
-    from .audit import layer_time_shares
-    from .bench import benchmark, machine_info
+    from mixq_nncf.ir.audit import layer_time_shares
+    from mixq_nncf.ir.bench import benchmark, machine_info
 
     h, w = cfg.benchmark.input_size
     log(f"[5/7] benchmarking {len(targets)} targets at 1x3x{h}x{w} (interleaved, {cfg.benchmark.iterations} runs each)")
@@ -423,7 +425,7 @@ def _measure(cfg: Config, arts: dict[str, VariantArtifacts], targets: list, peer
 
 
 def _run_ir(compiled, lr):
-    from .export import run_ir
+    from mixq_nncf.ir.export import run_ir
 
     return run_ir(compiled, lr).clamp(0, 1)
 
@@ -432,7 +434,7 @@ def _evaluate(cfg: Config, arts: dict[str, VariantArtifacts], fp32, eval_pairs: 
               out_dir: Path, log: Log, progress: bool, baseline: str | None = None,
               eval_key: str | None = None) -> tuple[dict, list]:
     """Score each variant's OpenVINO output: fidelity to the fp32 model, no-reference quality, and GT metrics."""
-    from .export import ir_fingerprint
+    from mixq_nncf.ir.export import ir_fingerprint
 
     path = out_dir / "eval" / "summary.json"
     names = list(arts)
@@ -459,9 +461,9 @@ def _score(cfg: Config, arts: dict[str, VariantArtifacts], fp32, eval_pairs: lis
     import torch
     from tqdm import tqdm
 
-    from .data import imresize, save_image
-    from .export import compile_ir
-    from .metrics import MetricSuite
+    from mixq_nncf.data.datasets import imresize, save_image
+    from mixq_nncf.ir.export import compile_ir
+    from mixq_nncf.eval.metrics import MetricSuite
 
     suite = MetricSuite(metric_names, crop_border)
     log(f"[6/7] evaluating {len(names)} variants on {len(eval_pairs)} images ({', '.join(metric_names)})")
@@ -491,7 +493,7 @@ def _score(cfg: Config, arts: dict[str, VariantArtifacts], fp32, eval_pairs: lis
 
 def _add_niqe_gap(quality: dict, per_image: list, baseline: str | None) -> None:
     """niqe_gap: each variant's per-photo NIQE distance to fp32's, beside the set-mean NIQE."""
-    from .metrics import per_image_gap
+    from mixq_nncf.eval.metrics import per_image_gap
 
     if baseline is None:
         return
@@ -543,8 +545,8 @@ def _sample_path(out_dir: Path, variant: str) -> Path:
 
 
 def _figures(report: dict, arts: dict[str, VariantArtifacts], eval_pairs: list, out_dir: Path) -> None:
-    from .data import load_image
-    from .report import save_side_by_side, save_tradeoff_plot
+    from mixq_nncf.data.datasets import load_image
+    from mixq_nncf.eval.report import save_side_by_side, save_tradeoff_plot
 
     figs = out_dir / "figures"
     report["figures"] = {}
@@ -562,7 +564,7 @@ def _figures(report: dict, arts: dict[str, VariantArtifacts], eval_pairs: list, 
 
 def _texture_figure(report: dict, panels: list, figs: Path) -> None:
     """The most textured region of the fp32 output, per variant: crop, zoomed inset, difference to fp32."""
-    from .report import most_textured_crop, save_texture_grid
+    from mixq_nncf.eval.report import most_textured_crop, save_texture_grid
 
     named = dict(panels)
     reference = report.get("baseline") or "fp32"

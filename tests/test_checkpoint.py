@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -7,19 +9,16 @@ from mixq_nncf.models.checkpoint import load_checkpoint
 
 
 def _old_esrgan(k):
-    import re
     k = re.sub(r"^body\.(\d+)\.rdb(\d)\.conv(\d)\.", r"RRDB_trunk.\1.RDB\2.conv\3.0.", k)
     return (k.replace("conv_body.", "trunk_conv.").replace("conv_up1.", "upconv1.").replace("conv_up2.", "upconv2.")
             .replace("conv_hr.", "HRconv."))
 
 
 def _old_mmsr(k):
-    import re
     return re.sub(r"^body\.(\d+)\.", r"recon_trunk.\1.", k).replace("conv_hr.", "HRconv.")
 
 
 def _edsr_pytorch(k, n):
-    import re
     k = k.replace("conv_first.", "head.0.").replace("conv_after_body.", f"body.{n}.")
     k = re.sub(r"^body\.(\d+)\.conv1\.", r"body.\1.body.0.", k)
     k = re.sub(r"^body\.(\d+)\.conv2\.", r"body.\1.body.2.", k)

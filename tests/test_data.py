@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mixq_nncf.data import (EvalPairs, TrainPatches, calibration_inputs, imresize, list_images, load_image, make_lr,
+from mixq_nncf.data.datasets import (EvalPairs, TrainPatches, calibration_inputs, imresize, list_images, load_image, make_lr,
                             match_lr, offline_photos, photo_manifest, resolve_images, save_image)
 from mixq_nncf.errors import DataError
 

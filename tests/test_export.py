@@ -2,14 +2,14 @@ import pytest
 import torch
 
 from tiny_models import tiny
-from mixq_nncf.audit import audit_runtime, layer_time_shares
-from mixq_nncf.config import parse_config
+from mixq_nncf.ir.audit import audit_runtime, layer_time_shares
+from mixq_nncf.config.schema import parse_config
 from mixq_nncf.errors import ParityError
-from mixq_nncf.export import check_parity, compile_ir, export_ir, ir_size, read_meta, run_ir
-from mixq_nncf.plan import resolve_plan
-from mixq_nncf.qtable import quantizer_table
-from mixq_nncf.quantize import quantize
-from mixq_nncf.upscale import upscale_image
+from mixq_nncf.ir.export import check_parity, compile_ir, export_ir, ir_size, read_meta, run_ir
+from mixq_nncf.config.plan import resolve_plan
+from mixq_nncf.quant.table import quantizer_table
+from mixq_nncf.quant.ptq import quantize
+from mixq_nncf.serve.upscale import upscale_image
 
 MIXED = {"stages": {"feature_extraction": {"bits": 16}, "reconstruction": {"bits": 16}}}
 
@@ -85,7 +85,7 @@ def test_parity_bounds_the_ir_both_ways(irs, photo_lr, tmp_path):
 def test_narrow_16bit_input_quantizer_is_caught(irs, photo_lr, tmp_path):
     import copy
 
-    from mixq_nncf.nncf_adapter import quantizer_modules as _quantizer_modules
+    from mixq_nncf.quant.nncf_adapter import quantizer_modules as _quantizer_modules
 
     narrow = copy.deepcopy(irs["models"]["mixed"])
     row = next(r for r in quantizer_table(narrow) if r.model_input)
@@ -127,7 +127,7 @@ def test_tiled_upscale_equals_untiled(irs):
 
 
 def test_bench_returns_sane_stats(irs):
-    from mixq_nncf.bench import Target, benchmark, machine_info
+    from mixq_nncf.ir.bench import Target, benchmark, machine_info
 
     stats = benchmark([Target("fp32", "openvino", irs["fp32"]), Target("int8", "openvino", irs["int8"]),
                        Target("torch", "torch", model=irs["models"]["fp32"])],

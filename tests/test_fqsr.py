@@ -1,20 +1,22 @@
 """Fully quantized mode (FQSR) on tiny generators: what the OpenVINO runtime graph really runs, skip quantizers
 through save/restore, learnable intervals, the calibration loss and 4-bit weights."""
-import copy
 
 import numpy as np
 import pytest
 import torch
 
 from tiny_models import FAMILIES, TINY, tiny
-from mixq_nncf.audit import audit_runtime
-from mixq_nncf.config import ConfigError, parse_config
-from mixq_nncf.export import compile_ir, export_ir, ir_size
-from mixq_nncf.nncf_adapter import interval_parameters, quantizer_modules, quantizer_sites, skip_inputs
-from mixq_nncf.plan import resolve_plan
-from mixq_nncf.qcheckpoint import load_quantized, save_quantized
-from mixq_nncf.quantize import quantize_from_config
-from mixq_nncf.train import train
+from mixq_nncf.ir.audit import audit_runtime
+from mixq_nncf.errors import ConfigError, MixqError
+from mixq_nncf.config.schema import parse_config
+from mixq_nncf.ir.export import compile_ir, export_ir, ir_size
+from mixq_nncf.quant.probe import interval_parameters
+from mixq_nncf.quant.sites import quantizer_modules, quantizer_sites
+from mixq_nncf.quant.skips import skip_inputs
+from mixq_nncf.config.plan import resolve_plan
+from mixq_nncf.quant.checkpoint import load_quantized, save_quantized
+from mixq_nncf.quant.ptq import quantize_from_config
+from mixq_nncf.train.loop import train
 
 SHAPE = (1, 3, 16, 16)
 
@@ -138,8 +140,6 @@ def test_quant_error_term_decreases_alone(calibration, tmp_path):
 
 def test_quant_error_needs_a_quantized_model(tmp_path):
     cfg = _cfg(training={"quant_error_weight": 1.0, "iterations": 1})
-    from mixq_nncf.errors import MixqError
-
     with pytest.raises(MixqError, match="needs a quantized model"):
         train(cfg, model=tiny(), teacher=None, out_dir=tmp_path, progress=False)
 

@@ -8,9 +8,9 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from mixq_nncf.cli import main
-from mixq_nncf.data import load_image, offline_photos, save_image
+from mixq_nncf.data.datasets import load_image, offline_photos, save_image
 from mixq_nncf.errors import DataError, MissingFileError
-from mixq_nncf.metrics import MetricSuite, niqe, perceptual_index, psnr_y, ssim_y
+from mixq_nncf.eval.metrics import MetricSuite, niqe, perceptual_index, psnr_y, ssim_y
 
 PUBLISHED_NIQE = {"I03": 15.6538, "I04": 3.6549, "I06": 3.2342, "I08": 3.1922, "I19": 9.0722}
 
@@ -84,7 +84,7 @@ def test_eval_pred_gt_writes_csv_and_json(tmp_path, capsys):
 
 
 def test_per_image_gap_does_not_let_errors_of_opposite_sign_cancel():
-    from mixq_nncf.metrics import per_image_gap
+    from mixq_nncf.eval.metrics import per_image_gap
 
     rows = [{"variant": "fp32", "image": "a", "niqe": 4.0}, {"variant": "fp32", "image": "b", "niqe": 6.0},
             {"variant": "q", "image": "a", "niqe": 5.0}, {"variant": "q", "image": "b", "niqe": 5.0},

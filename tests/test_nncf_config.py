@@ -6,14 +6,15 @@ import re
 import pytest
 
 from tiny_models import TINY, tiny
-from mixq_nncf.checks import preflight_warnings
+from mixq_nncf.config.preflight import preflight_warnings
 from mixq_nncf.cli import main
-from mixq_nncf.config import ConfigError, load_config, strip_json_comments
+from mixq_nncf.errors import ConfigError
+from mixq_nncf.config.files import load_config, strip_json_comments
 from mixq_nncf.errors import ScopeError
-from mixq_nncf.nncf_config import conversion, is_nncf_config
-from mixq_nncf.plan import LayerPrecision, resolve_plan
-from mixq_nncf.qtable import layer_bits, quantizer_table
-from mixq_nncf.quantize import quantize_from_config
+from mixq_nncf.config.nncf2 import conversion, is_nncf_config
+from mixq_nncf.config.plan import LayerPrecision, resolve_plan
+from mixq_nncf.quant.table import layer_bits, quantizer_table
+from mixq_nncf.quant.ptq import quantize_from_config
 
 DATA = "tests/data/nncf_configs"
 MODEL = ["model.arch=msrresnet_x4", "model.args=" + json.dumps(TINY), "model.weights=null"]
@@ -279,9 +280,9 @@ def test_hawq_autoq_budget_translates_to_allocate(tmp_path, kind, ratio):
 def test_is_nncf_config_keeps_our_own_format():
     import glob
 
-    from mixq_nncf.config import read_json
+    from mixq_nncf.config.files import read_json
 
-    for path in glob.glob("configs/*.json") + ["mixq_nncf/data_files/demo.json"]:
+    for path in glob.glob("configs/**/*.json", recursive=True):
         assert not is_nncf_config(read_json(path)), path
     assert is_nncf_config({"compression": {"algorithm": "quantization", "quantize_inputs": True}})
     assert is_nncf_config({"compression": {"scope_overrides": {"weights": {"{re}.*": {"bits": 4}}}}})
@@ -364,7 +365,8 @@ def test_unknown_top_level_key_in_our_format_stays_an_error(tmp_path):
 
 
 def test_folder_made_before_new_fields_still_resumes(tmp_path):
-    from mixq_nncf.config import dump_config, to_dict
+    from mixq_nncf.config.files import dump_config
+    from mixq_nncf.config.schema import to_dict
 
     cfg = _own(tmp_path, {})
     old = to_dict(cfg)
@@ -389,7 +391,7 @@ def test_default_num_init_samples_does_not_warn_about_a_small_calibration_set(tm
 
 
 def test_a_full_dump_of_a_mixq_config_is_not_taken_for_nncf(tmp_path):
-    from mixq_nncf.config import to_dict
+    from mixq_nncf.config.schema import to_dict
 
     cfg = _own(tmp_path, {"target_scopes": ["{re}body.*"], "validate_scopes": False})
     path = _write(tmp_path, to_dict(cfg), "dump.json")

@@ -75,8 +75,8 @@ def test_figure_samples_are_the_evaluated_outputs(tiny_run):
     """The side-by-side figure reuses eval's outputs; they must be the images that eval scored."""
     import csv
 
-    from mixq_nncf.data import load_image
-    from mixq_nncf.metrics import psnr_y
+    from mixq_nncf.data.datasets import load_image
+    from mixq_nncf.eval.metrics import psnr_y
 
     _, out = tiny_run
     samples = {n: load_image(out / "eval" / "samples" / f"{n}.png")
@@ -173,7 +173,7 @@ def test_killed_run_resumes_to_the_same_report(tiny_run, tmp_path):
     import subprocess
     import sys
 
-    from mixq_nncf.export import verify_ir
+    from mixq_nncf.ir.export import verify_ir
     from mixq_nncf.io_utils import FAULT_ENV, FAULT_EXIT
 
     cfg, _ = tiny_run
@@ -217,9 +217,9 @@ def test_killed_run_resumes_to_the_same_report(tiny_run, tmp_path):
 
 
 def test_recipe_words_name_a_non_default_range_initialiser():
-    from mixq_nncf.config import parse_config
+    from mixq_nncf.config.schema import parse_config
     from mixq_nncf.pipeline import recipe_of
-    from mixq_nncf.plan import LayerPrecision, PrecisionPlan
+    from mixq_nncf.config.plan import LayerPrecision, PrecisionPlan
 
     plan = PrecisionPlan(layers={"a": LayerPrecision(8, 8), "b": LayerPrecision(16, 16)}, stage_of={})
     base = {k: v for k, v in TINY_RUN.items() if k != "variants"}

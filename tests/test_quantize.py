@@ -5,16 +5,17 @@ import torch
 
 from tiny_models import FAMILIES, TINY, ir_conv_bits, tiny
 from mixq_nncf.cli import main
-from mixq_nncf.config import load_config, parse_config
+from mixq_nncf.config.files import load_config
+from mixq_nncf.config.schema import parse_config
 from mixq_nncf.errors import ScopeError
-from mixq_nncf.export import export_ir
-from mixq_nncf.nncf_adapter import input_range_problems
-from mixq_nncf.plan import LayerPrecision, match_scope, resolve_plan
-from mixq_nncf.qcheckpoint import load_quantized, save_quantized
-from mixq_nncf.qtable import layer_bits, quantizer_table
-from mixq_nncf.quantize import quantize
+from mixq_nncf.ir.export import export_ir
+from mixq_nncf.quant.apply import input_range_problems
+from mixq_nncf.config.plan import LayerPrecision, match_scope, resolve_plan
+from mixq_nncf.quant.checkpoint import load_quantized, save_quantized
+from mixq_nncf.quant.table import layer_bits, quantizer_table
+from mixq_nncf.quant.ptq import quantize
 
-PUBLISHED = sorted(p for p in glob.glob("configs/*_p*_int8.json") + glob.glob("configs/*_qat_*.json")
+PUBLISHED = sorted(p for p in glob.glob("configs/paper/*_p*_int8.json") + glob.glob("configs/paper/*_qat_*.json")
                    if "repro" not in p)
 
 
@@ -31,7 +32,7 @@ def _quantized(config, arch, calibration):
 
 
 # one config per distinct bit pattern: all-int8, int16 first/last + int8, int4 weights with int8 ends
-IR_CONFIGS = ["configs/srgan_ptq_int8.json", "configs/esrgan_qat_mixed.json", "configs/fqsr_a8w4_msrresnet.json"]
+IR_CONFIGS = ["configs/paper/srgan_ptq_int8.json", "configs/paper/esrgan_qat_mixed.json", "configs/fqsr/fqsr_a8w4_msrresnet.json"]
 
 
 @pytest.mark.parametrize("config", IR_CONFIGS)
@@ -52,7 +53,7 @@ def test_exported_ir_runs_the_configured_bits(config, arch, calibration, tmp_pat
         assert {ir[l][0] for l in plan.layers} == {4}
 
 
-@pytest.mark.parametrize("config", PUBLISHED + ["configs/fqsr_a8w4_msrresnet.json", "configs/fqsr_a4w4_msrresnet.json"])
+@pytest.mark.parametrize("config", PUBLISHED + ["configs/fqsr/fqsr_a8w4_msrresnet.json", "configs/fqsr/fqsr_a4w4_msrresnet.json"])
 @pytest.mark.parametrize("arch", FAMILIES)
 def test_quantizer_bits_survive_save(config, arch, calibration, tmp_path):
     plan, qmodel = _quantized(config, arch, calibration)
@@ -126,7 +127,7 @@ def test_input_quantizer_pinned_to_data_range(calibration):
 
 def test_cli_quantize_writes_table(tmp_path, capsys):
     out = tmp_path / "q"
-    code = main(["quantize", "configs/srgan_qat_mixed.json", "--out", str(out), "--set", "model.weights=null",
+    code = main(["quantize", "configs/paper/srgan_qat_mixed.json", "--out", str(out), "--set", "model.weights=null",
                  "--set", 'model.args={"num_feat": 8, "num_block": 1}', "--set", "data.calibration_samples=2",
                  "--set", "data.calibration_patch=16"])
     assert code == 0
@@ -140,7 +141,7 @@ def test_cli_quantize_writes_table(tmp_path, capsys):
     ('compression.scope_overrides={"{re}upconv9": {"bits": 4}}', "'{re}upconv9' matches no layer"),
 ])
 def test_cli_bad_config_exits_nonzero(override, message, tmp_path, capsys):
-    code = main(["quantize", "configs/srgan_ptq_int8.json", "--out", str(tmp_path), "--set", "model.weights=null",
+    code = main(["quantize", "configs/paper/srgan_ptq_int8.json", "--out", str(tmp_path), "--set", "model.weights=null",
                  "--set", override])
     assert code == 2
     assert message in capsys.readouterr().err

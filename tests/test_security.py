@@ -4,7 +4,6 @@ Every test builds a real malicious payload (a pickle whose __reduce__ runs a she
 that names os.system) and checks both the clear refusal and that the command did not run.
 """
 import os
-import pickle
 import zipfile
 
 import pytest
@@ -13,9 +12,9 @@ import torch
 from tiny_models import TINY, tiny, tiny_config
 from mixq_nncf.cli import main
 from mixq_nncf.errors import CheckpointError, MixqError
-from mixq_nncf.plan import resolve_plan
-from mixq_nncf.qcheckpoint import FORMAT, load_quantized, save_quantized
-from mixq_nncf.quantize import quantize
+from mixq_nncf.config.plan import resolve_plan
+from mixq_nncf.quant.checkpoint import FORMAT, load_quantized, save_quantized
+from mixq_nncf.quant.ptq import quantize
 
 
 class _RunsShell:
@@ -110,7 +109,7 @@ def test_resume_from_a_crafted_training_checkpoint_does_not_run_code(tmp_path):
 
 def test_training_checkpoint_is_plain_data(tmp_path):
     """A real resume checkpoint loads with weights_only (RNG states and schedulers stored as plain data)."""
-    from mixq_nncf.train import load_train_state, train
+    from mixq_nncf.train.loop import load_train_state, train
 
     cfg = tiny_config(compression=None, training={"iterations": 2, "batch_size": 1, "patch_size": 32,
                                                   "distill_only": True, "checkpoint_every": 1})

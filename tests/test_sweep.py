@@ -2,21 +2,29 @@
 import json
 import math
 import random
-import shutil
+import runpy
+import sys
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from mixq_nncf import sweep as sweep_mod
-from mixq_nncf.allocate import Base, Budget, BudgetError, Item, brute_force, solve
-from mixq_nncf.config import load_config, parse_config
-from mixq_nncf.plan import resolve_plan
-from mixq_nncf.sweep import ResultStore, SweepSpec, parse_shard, run_sweep
+from mixq_nncf.cli import main as mixq_main
+from mixq_nncf.config.files import load_config
+from mixq_nncf.config.plan import resolve_plan
+from mixq_nncf.config.schema import parse_config
+from mixq_nncf.models import build_generator
+from mixq_nncf.search import sweep as sweep_mod
+from mixq_nncf.search.allocate import Base, Budget, BudgetError, Item, brute_force, solve
+from mixq_nncf.search.context import worst_and_spread
+from mixq_nncf.search.spec import SCHEME_LATENCY_TOLERANCE, SweepError, SweepSpec, parse_shard
+from mixq_nncf.search.store import ResultStore
+from mixq_nncf.search.sweep import run_sweep
+from mixq_nncf.search.verify import allocate_and_verify, corrected_items, reference_candidates, sweep_config
 from tiny_models import TINY
 
 
 def build_tiny():
-    from mixq_nncf.models import build_generator
-
     return build_generator("msrresnet_x4", **TINY)
 
 SPEC = SweepSpec(granularity="layer", input_size=(16, 16), top_k=3, top_k_cheap=1, rank_images=2, rank_crop=16,
@@ -46,7 +54,7 @@ def swept(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
     cfg = _cfg()
     crash_unit = {}
-    real = sweep_mod.measure_gain
+    real = sweep_mod.measure_gain  # patched where run_job looks it up
 
     def crashing(ctx, unit):
         if unit.kind == "layer" and not crash_unit:
@@ -106,7 +114,7 @@ def test_shards_merge_to_the_same_result(swept, tmp_path):
 
 def test_shard_argument(monkeypatch):
     assert parse_shard("1/3") == (1, 3)
-    with pytest.raises(sweep_mod.SweepError, match="I/N"):
+    with pytest.raises(SweepError, match="I/N"):
         parse_shard("3/3")
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", "2")
@@ -119,6 +127,16 @@ def test_store_ignores_a_cut_line(tmp_path):
     with open(store.path, "a") as f:
         f.write('{"id": "b", "ok": tr')
     assert set(store.load()) == {"a"}
+
+
+@pytest.mark.parametrize("k", range(1, 8))
+def test_ranking_subset_holds_the_worst_crops_and_spreads_the_rest(k):
+    rng = random.Random(k)
+    scores = [rng.uniform(20, 40) for _ in range(7)]
+    pick = worst_and_spread(scores, k)
+    assert pick == sorted(set(pick)) and len(pick) == k
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    assert set(order[: (k + 1) // 2]) <= set(pick)  # the worst half of the subset is the worst crops
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -165,8 +183,6 @@ def test_solver_refuses_impossible_budgets():
 
 
 def test_allocated_config_round_trips_and_is_verified(swept, tmp_path):
-    from mixq_nncf.verify import allocate_and_verify
-
     out = tmp_path / "alloc.json"
     summary = json.loads((swept["out"] / "sweep.json").read_text())
     rec = allocate_and_verify(swept["out"], Budget("latency_ratio", 3.0), out, rounds=1, bench_iterations=3,
@@ -174,8 +190,6 @@ def test_allocated_config_round_trips_and_is_verified(swept, tmp_path):
     cfg = load_config(out)
     data = json.loads(out.read_text())
     assert "Predicted" in data["description"] and "Verified" in data["description"]
-    from mixq_nncf.models import build_generator
-
     plan = resolve_plan(build_generator("msrresnet_x4", **TINY), cfg.compression)
     high = set(plan.high_precision_layers())
     layers = {l for r in summary["units"] if r["name"] in rec["chosen"] for l in r["layers"]}
@@ -187,10 +201,6 @@ def test_allocated_config_round_trips_and_is_verified(swept, tmp_path):
 
 @pytest.mark.parametrize("script", ["sweep_stages.py", "bitwidth_sweep.py", "resolution_sweep.py"])
 def test_sweep_tools_explain_themselves(script, capsys):
-    import runpy
-    import sys
-    from pathlib import Path
-
     path = Path(__file__).parents[1] / "tools" / script
     old = sys.argv
     sys.argv = [str(path), "--help"]
@@ -203,12 +213,10 @@ def test_sweep_tools_explain_themselves(script, capsys):
 
 
 def test_allocate_cli_refuses_two_budgets_and_a_missing_sweep(tmp_path, capsys):
-    from mixq_nncf.cli import main
-
     with pytest.raises(SystemExit):
-        main(["allocate", str(tmp_path), "--out", str(tmp_path / "c.json"), "--max-latency-ratio", "1.05",
+        mixq_main(["allocate", str(tmp_path), "--out", str(tmp_path / "c.json"), "--max-latency-ratio", "1.05",
               "--max-size-mb", "3"])
-    assert main(["allocate", str(tmp_path), "--out", str(tmp_path / "c.json"), "--max-latency-ratio", "1.05"]) == 2
+    assert mixq_main(["allocate", str(tmp_path), "--out", str(tmp_path / "c.json"), "--max-latency-ratio", "1.05"]) == 2
     assert "sweep.json" in capsys.readouterr().err
 
 
@@ -229,17 +237,13 @@ def test_qat_mode_refines_the_top_candidates(tmp_path):
 
 
 def test_auto_activation_scheme_is_measured_and_the_sweep_runs_on_the_better_one(tmp_path):
-    from dataclasses import replace
-
-    from mixq_nncf.verify import allocate_and_verify
-
     logs = []
     outcome = run_sweep(_cfg(), tmp_path, replace(SPEC, activations="auto", granularity="stage"), progress=False,
                         log=logs.append)
     sc = outcome.summary["activation_scheme"]
     assert sc["configured"] == "symmetric" and set(sc["schemes"]) == {"symmetric", "asymmetric"}
     rows = sc["schemes"]
-    allowed = [m for m, r in rows.items() if r["int8_ratio"] <= sweep_mod.SCHEME_LATENCY_TOLERANCE]
+    allowed = [m for m, r in rows.items() if r["int8_ratio"] <= SCHEME_LATENCY_TOLERANCE]
     assert sc["chosen"] == max(allowed, key=lambda m: rows[m]["int8_fidelity_db"])
     effective = json.loads((tmp_path / "effective_config.json").read_text())
     assert (effective["compression"]["activations"]["mode"] or "symmetric") == sc["chosen"]
@@ -248,8 +252,6 @@ def test_auto_activation_scheme_is_measured_and_the_sweep_runs_on_the_better_one
     # the sweep's own all-int8 IR is the chosen scheme's, with the fidelity the scheme run measured
     assert outcome.summary["ir_fidelity"]["int8"]["psnr"] == pytest.approx(rows[sc["chosen"]]["int8_fidelity_db"])
     assert "Activation scheme" in (tmp_path / "sweep.md").read_text()
-    from mixq_nncf.verify import reference_candidates, sweep_config
-
     refs = reference_candidates(tmp_path, outcome.summary, sweep_config(tmp_path))
     assert {(r["mode"], r["paper"]) for r in refs} == {(m, p) for m in rows for p in (False, True)}
     for r in refs:  # each reference is an ordinary config that builds what the sweep measured
@@ -268,8 +270,6 @@ def test_auto_activation_scheme_is_measured_and_the_sweep_runs_on_the_better_one
 
 
 def test_a_missed_budget_corrects_the_chosen_costs_and_steps_back_by_measurement():
-    from mixq_nncf.verify import corrected_items
-
     base = Base(100.0, 1e6, 30.0)
     items = [Item("a", ("a",), 0.5, 4.0, 10), Item("b", ("b",), 0.3, 1.0, 10), Item("c", ("c",), 0.2, 1.0, 10)]
     budget = Budget("latency_ratio", 1.05)

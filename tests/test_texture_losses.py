@@ -5,14 +5,14 @@ import pytest
 import torch
 
 from tiny_models import TINY, photo_lr_crops
-from mixq_nncf.config import parse_config
+from mixq_nncf.config.schema import parse_config
 from mixq_nncf.errors import MixqError
-from mixq_nncf.losses import (detail_gain_loss, discriminator_accuracy, distill_loss, fft_loss, gradient_loss, mscn,
+from mixq_nncf.train.losses import (detail_gain_loss, discriminator_accuracy, distill_loss, fft_loss, gradient_loss, mscn,
                               mscn_loss, mscn_statistics, mscn_statistics_loss)
-from mixq_nncf.metrics import laplacian_energy, texture_fidelity
-from mixq_nncf.models.discriminator import PatchDiscriminator
-from mixq_nncf.quantize import quantize_from_config
-from mixq_nncf.train import feature_taps, train, warm_up_discriminator
+from mixq_nncf.eval.metrics import laplacian_energy, texture_fidelity
+from mixq_nncf.train.discriminator import PatchDiscriminator
+from mixq_nncf.quant.ptq import quantize_from_config
+from mixq_nncf.train.loop import feature_taps, train, warm_up_discriminator
 
 RRDB = {"arch": "rrdbnet_x4", "args": {**TINY, "num_grow_ch": 8}, "weights": None}
 BASE = {"model": RRDB, "data": {"calibration_samples": 4, "calibration_patch": 16},
@@ -79,7 +79,7 @@ def test_mscn_is_niqes_normalisation():
     """The term compares exactly the maps NIQE computes its features from (pyiqa, 0-255 scale, constant 1)."""
     from pyiqa.archs.func_util import normalize_img_with_gauss
 
-    from mixq_nncf.data import load_image, offline_photos
+    from mixq_nncf.data.datasets import load_image, offline_photos
 
     y = load_image(offline_photos("eval")[0])[:1, :96, :96].unsqueeze(0)
     ours = mscn(y)
@@ -106,7 +106,7 @@ def test_mscn_statistics_see_grain_not_position():
     """Grain lowers the neighbour correlation NIQE reads and costs the statistics term far more than a one-pixel
     shift, which costs plain L1 several times more than the grain does: the term asks for the teacher's local
     statistics, not its pixels."""
-    from mixq_nncf.data import load_image, offline_photos
+    from mixq_nncf.data.datasets import load_image, offline_photos
 
     l1 = torch.nn.functional.l1_loss
     g = torch.Generator().manual_seed(0)
@@ -125,7 +125,7 @@ def test_mscn_statistics_see_grain_not_position():
 
 def _photo_crops_and_smooth():
     """(crop, 3x3 box-blurred crop) for the first 3 eval photos, 96 px: real detail to shrink or keep."""
-    from mixq_nncf.data import load_image, offline_photos
+    from mixq_nncf.data.datasets import load_image, offline_photos
 
     for path in offline_photos("eval")[:3]:
         crop = load_image(path)[:, :96, :96].unsqueeze(0)
@@ -218,7 +218,7 @@ def test_adv_distill_and_gan_against_ground_truth_are_exclusive(tmp_path):
 
 def test_texture_metrics_see_grain():
     """Added grain raises the Laplacian ratio above 1 and worsens GMSD / NLPD against the clean image."""
-    from mixq_nncf.data import load_image, offline_photos
+    from mixq_nncf.data.datasets import load_image, offline_photos
 
     clean = load_image(offline_photos("eval")[0])[:, :192, :192]
     g = torch.Generator().manual_seed(0)
@@ -233,7 +233,7 @@ def test_texture_metrics_see_grain():
 def test_texture_figure_finds_the_textured_region(tmp_path):
     from PIL import Image
 
-    from mixq_nncf.report import most_textured_crop, save_texture_grid
+    from mixq_nncf.eval.report import most_textured_crop, save_texture_grid
 
     g = torch.Generator().manual_seed(0)
     fp32 = torch.full((3, 200, 240), 0.5)

@@ -1,3 +1,4 @@
+import ast
 import importlib.util
 import json
 from pathlib import Path
@@ -32,3 +33,12 @@ def test_not_a_report_is_refused(tmp_path, capsys):
     bad.write_text("{}")
     assert compare_reports.main([str(bad)]) == 2
     assert "not a mixq report" in capsys.readouterr().err
+
+
+def test_tools_use_only_public_names_of_the_package():
+    private = []
+    for script in sorted((Path(__file__).parents[1] / "tools").glob("*.py")):
+        for node in ast.walk(ast.parse(script.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mixq_nncf"):
+                private += [f"{script.name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    assert not private

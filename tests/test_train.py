@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from tiny_models import TINY, tiny
-from mixq_nncf.config import parse_config
+from mixq_nncf.config.schema import parse_config
 from mixq_nncf.errors import MissingFileError, TrainingDiverged
-from mixq_nncf.models.vgg import _features
-from mixq_nncf.qcheckpoint import load_quantized
-from mixq_nncf.qtable import quantizer_table
-from mixq_nncf.quantize import quantize_from_config
-from mixq_nncf.train import train
+from mixq_nncf.train.vgg import _features
+from mixq_nncf.quant.checkpoint import load_quantized
+from mixq_nncf.quant.table import quantizer_table
+from mixq_nncf.quant.ptq import quantize_from_config
+from mixq_nncf.train.loop import train
 
 BASE = {
     "model": {"arch": "msrresnet_x4", "args": TINY, "weights": None},
@@ -176,10 +176,10 @@ def test_missing_vgg_weights_fail_before_training(tmp_path):
 
 DDP_SCRIPT = """
 import json, os, sys, torch
-from mixq_nncf.config import load_config
+from mixq_nncf.config.files import load_config
 from mixq_nncf.models import load_generator
-from mixq_nncf.quantize import quantize_from_config
-from mixq_nncf.train import train
+from mixq_nncf.quant.ptq import quantize_from_config
+from mixq_nncf.train.loop import train
 cfg = load_config(sys.argv[1])
 torch.manual_seed(int(os.environ["RANK"]))  # ranks start from different random weights on purpose
 teacher = load_generator(cfg.model.arch, cfg.model.args, None)

@@ -11,7 +11,8 @@ import torch
 
 from tiny_models import TINY, tiny
 from mixq_nncf.cli import main
-from mixq_nncf.config import ConfigError, parse_config
+from mixq_nncf.errors import ConfigError
+from mixq_nncf.config.schema import parse_config
 from mixq_nncf.errors import DataError, IRError, MixqError, OutputError
 
 TRAIN = {
@@ -35,7 +36,7 @@ def _cfg(training=None, **sections):
 
 
 def test_outputs_are_readable_per_umask(tmp_path, calibration):
-    from mixq_nncf.export import export_ir
+    from mixq_nncf.ir.export import export_ir
     from mixq_nncf.io_utils import atomic_write_json
 
     old = os.umask(0o022)
@@ -91,10 +92,10 @@ def test_write_errors_name_the_path_and_the_fix(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def two_irs(tmp_path_factory, calibration):
-    from mixq_nncf.config import parse_config as pc
-    from mixq_nncf.export import export_ir
-    from mixq_nncf.plan import resolve_plan
-    from mixq_nncf.quantize import quantize
+    from mixq_nncf.config.schema import parse_config as pc
+    from mixq_nncf.ir.export import export_ir
+    from mixq_nncf.config.plan import resolve_plan
+    from mixq_nncf.quant.ptq import quantize
 
     out = tmp_path_factory.mktemp("two")
     fp32 = tiny()
@@ -114,7 +115,7 @@ def _copy_ir(src, dst):
 
 def test_ir_files_from_two_exports_are_refused(two_irs, tmp_path):
     """A crash between the renames of an export pairs a new .bin with the old .xml: the sidecar hashes catch it."""
-    from mixq_nncf.export import compile_ir, ir_size
+    from mixq_nncf.ir.export import compile_ir, ir_size
 
     xml = _copy_ir(two_irs["int8"], tmp_path / "m.xml")
     compile_ir(xml)
@@ -172,7 +173,7 @@ def test_cached_audit_and_benchmark_follow_the_ir_content(two_irs, tmp_path):
 def test_run_honours_the_configured_input_range(tmp_path):
     """`mixq run` pins the image-input quantizer to input_info.range, as `mixq quantize` does."""
     from mixq_nncf.pipeline import _quantized_model
-    from mixq_nncf.qtable import quantizer_table
+    from mixq_nncf.quant.table import quantizer_table
     from tiny_models import calibration_tensors
 
     cfg = _cfg(input_info={"sample_size": [1, 3, 16, 16], "range": [0.0, 2.0]},
@@ -188,8 +189,8 @@ def test_run_honours_the_configured_input_range(tmp_path):
 
 
 def _train(cfg, out, **kw):
-    from mixq_nncf.quantize import quantize_from_config
-    from mixq_nncf.train import train
+    from mixq_nncf.quant.ptq import quantize_from_config
+    from mixq_nncf.train.loop import train
 
     teacher = tiny()
     res = quantize_from_config(cfg, fp32_model=teacher)
@@ -235,8 +236,8 @@ def test_truncated_checkpoint_is_one_line(finished_run, tmp_path, capsys):
 
 
 def test_training_leaves_caller_models_in_place(tmp_path):
-    from mixq_nncf.quantize import quantize_from_config
-    from mixq_nncf.train import train
+    from mixq_nncf.quant.ptq import quantize_from_config
+    from mixq_nncf.train.loop import train
 
     cfg = _cfg()
     teacher = tiny()
@@ -252,7 +253,7 @@ def test_training_leaves_caller_models_in_place(tmp_path):
 
 def test_restore_moves_a_model_back_to_its_device():
     """The restore step itself, with a recorded move to a CUDA device (no GPU on the test machine)."""
-    from mixq_nncf.train import _restore, _snapshot
+    from mixq_nncf.train.loop import _restore, _snapshot
 
     class Recorder(torch.nn.Linear):
         moves: list = []
@@ -310,7 +311,7 @@ def test_unknown_arch_lists_presets(tmp_path, capsys):
 
 
 def test_tiny_image_psnr_is_an_error_not_nan():
-    from mixq_nncf.metrics import psnr_y, ssim_y
+    from mixq_nncf.eval.metrics import psnr_y, ssim_y
 
     img = torch.rand(1, 3, 4, 4)
     with pytest.raises(DataError, match=r"PSNR needs at least 1x1 pixels after the 4px border crop; got 4x4"):
@@ -321,7 +322,7 @@ def test_tiny_image_psnr_is_an_error_not_nan():
 
 
 def test_pred_gt_size_mismatch_names_files(tmp_path, capsys):
-    from mixq_nncf.data import save_image
+    from mixq_nncf.data.datasets import save_image
 
     save_image(torch.rand(3, 40, 40), tmp_path / "pred" / "a.png")
     save_image(torch.rand(3, 36, 40), tmp_path / "gt" / "a.png")
@@ -353,8 +354,8 @@ def test_unexpected_error_is_one_line_and_debug_shows_traceback(monkeypatch, cap
 def test_ignored_layer_runs_fp32_in_the_ir(arch, ignored, tmp_path, capsys):
     """An ignored layer, even one reading an RRDB concat whose inputs other convs also read, gets neither a weight
     nor an input FakeQuantize in the exported IR; no shared-quantizer warning is printed when none applies."""
-    from mixq_nncf.export import export_ir
-    from mixq_nncf.qcheckpoint import load_quantized
+    from mixq_nncf.ir.export import export_ir
+    from mixq_nncf.quant.checkpoint import load_quantized
     from tiny_models import ir_conv_bits
 
     path = tmp_path / "c.json"
@@ -372,11 +373,11 @@ def test_ignored_layer_runs_fp32_in_the_ir(arch, ignored, tmp_path, capsys):
 def test_overruled_fp32_wish_is_named(calibration):
     """A plan applied on a calibrated model (sweeps, allocation, shared calibration) can ask fp32 for one reader of
     a shared quantizer: the quantizer stays quantized for the others and the layer is named."""
-    from mixq_nncf.nncf_adapter import apply_plan
+    from mixq_nncf.quant.nncf_adapter import apply_plan
     import dataclasses
 
-    from mixq_nncf.plan import LayerPrecision, resolve_plan
-    from mixq_nncf.quantize import quantize
+    from mixq_nncf.config.plan import LayerPrecision, resolve_plan
+    from mixq_nncf.quant.ptq import quantize
 
     model = tiny("rrdbnet_x4")
     comp = parse_config({"compression": {}}).compression

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from mixq_nncf.errors import DataError, MixqError
-from mixq_nncf.export import export_ir
-from mixq_nncf.imageio import Picture, read_image, write_image
-from mixq_nncf.tiling import plan_tiles
-from mixq_nncf.upscale import ModelFileError, Upscaler
+from mixq_nncf.ir.export import export_ir
+from mixq_nncf.data.imageio import Picture, read_image, write_image
+from mixq_nncf.serve.tiling import plan_tiles
+from mixq_nncf.serve.upscale import ModelFileError, Upscaler
 from tiny_models import tiny
 
 cv2 = pytest.importorskip("cv2")
@@ -42,7 +42,7 @@ def test_16bit_grayscale_png_reads_at_full_depth(tmp_path):
     pic = read_image(tmp_path / "g16.png")
     assert pic.gray and pic.bits == 16 and pic.alpha is None
     assert np.abs(pic.rgb[:, :, 1] - g / 65535.0).max() < 1e-6  # clipped reads give 1.0 almost everywhere
-    from mixq_nncf.data import load_image
+    from mixq_nncf.data.datasets import load_image
 
     assert torch.allclose(load_image(tmp_path / "g16.png")[0], torch.from_numpy(g / 65535.0).float(), atol=1e-6)
 
@@ -122,7 +122,7 @@ def test_tiled_equals_untiled_exactly_with_border_tiles(ir):
 
 
 def test_stream_keeps_order_and_never_runs_two_window_shapes_at_once(ir):
-    from mixq_nncf.imageio import Picture as Pic
+    from mixq_nncf.data.imageio import Picture as Pic
 
     class Watched(Upscaler):  # records the window shapes in flight whenever an image is queued
         def _submit(self, picture, key=None):
@@ -247,8 +247,8 @@ def test_export_ships_the_f32_hint_and_bench_shows_the_default(ir):
     import openvino as ov
 
     from mixq_nncf.cli.bench_cmd import conv_precisions
-    from mixq_nncf.export import read_meta
-    from mixq_nncf.report import render_markdown
+    from mixq_nncf.ir.export import read_meta
+    from mixq_nncf.eval.report import render_markdown
 
     assert read_meta(ir)["deployment"]["compile_config"] == {"INFERENCE_PRECISION_HINT": "f32"}
     ovms = json.loads(ir.with_suffix(".ovms.json").read_text())

@@ -4,10 +4,12 @@ import pytest
 import torch
 
 from tiny_models import TINY, photo_lr_crops, tiny
-from mixq_nncf.config import ConfigError, parse_config
+from mixq_nncf.errors import ConfigError
+from mixq_nncf.config.schema import parse_config
 from mixq_nncf.models import conv_layers
-from mixq_nncf.nncf_adapter import fit_weight_ranges, quantizer_modules, quantizer_sites
-from mixq_nncf.quantize import quantize_from_config
+from mixq_nncf.quant.sites import quantizer_modules, quantizer_sites
+from mixq_nncf.quant.weight_ranges import fit_weight_ranges
+from mixq_nncf.quant.ptq import quantize_from_config
 
 
 def _cfg(arch, weights, weight_range):

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from mixq_nncf.config import parse_config
-from mixq_nncf.data import load_image, make_lr, offline_photos
+from mixq_nncf.config.schema import parse_config
+from mixq_nncf.data.datasets import load_image, make_lr, offline_photos
 from mixq_nncf.models import build_generator
 
 TINY = {"num_feat": 8, "num_block": 1}

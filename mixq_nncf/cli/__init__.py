@@ -65,11 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     # torch's extension builder warns about a missing CUDA runtime when NNCF loads its CPU kernels: noise on CPU
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     mod = importlib.import_module(args._module)
-    from ..config import ConfigError
-    from ..errors import MixqError
+    from mixq_nncf.errors import ConfigError
+    from mixq_nncf.errors import MixqError
+
+    from mixq_nncf.cli.common import output_guard
 
     try:
-        return int(mod.run(args) or 0)
+        with output_guard(args._name, args):
+            return int(mod.run(args) or 0)
     except (ConfigError, MixqError, UserError) as exc:
         if args.debug:
             raise

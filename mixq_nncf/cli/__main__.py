@@ -1,6 +1,6 @@
 """`python -m mixq_nncf.cli ...` (used under torchrun)."""
 import sys
 
-from . import main
+from mixq_nncf.cli import main
 
 sys.exit(main())

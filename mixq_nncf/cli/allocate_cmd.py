@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_parser(p: argparse.ArgumentParser, name: str) -> None:
@@ -29,12 +30,9 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--bench-iterations", type=int, default=30, help="interleaved latency rounds when verifying")
 
 
-def run(args) -> int:
-    import json
-    from pathlib import Path
-
-    from ..allocate import Budget
-    from ..verify import allocate_and_verify
+def run(args: argparse.Namespace) -> int:
+    from mixq_nncf.search.allocate import Budget
+    from mixq_nncf.search.verify import allocate_and_verify
 
     kinds = {"max_latency_ratio": "latency_ratio", "max_latency_ms": "latency_ms", "max_size_mb": "size_mb",
              "min_fidelity_db": "min_fidelity_db", "max_drop_db": "max_drop_db"}

@@ -26,7 +26,7 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
 
 def conv_precisions(xml, shape: tuple, precision: str) -> dict[str, int]:
     """Convolutions per runtime precision in the compiled model (f32 hint, or the plugin's default)."""
-    from ..export import compile_ir
+    from mixq_nncf.ir.export import compile_ir
 
     compiled = compile_ir(xml, shape=shape, precision=precision)
     counts: dict[str, int] = {}
@@ -41,10 +41,10 @@ def conv_precisions(xml, shape: tuple, precision: str) -> dict[str, int]:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..bench import Target, benchmark, machine_info, stats_markdown
-    from ..config import to_dict
-    from ..export import read_meta
-    from ..io_utils import atomic_write_json, atomic_write_text
+    from mixq_nncf.ir.bench import Target, benchmark, machine_info, stats_markdown
+    from mixq_nncf.config.schema import to_dict
+    from mixq_nncf.ir.export import read_meta
+    from mixq_nncf.io_utils import atomic_write_json, atomic_write_text
 
     h, w = (int(v) for v in args.input_size.lower().split("x"))
     paths = [Path(p) for p in args.irs]
@@ -52,7 +52,7 @@ def run(args) -> int:
         paths.insert(0, Path(args.baseline))
     for pth in paths:
         if not pth.is_file():
-            from . import UserError
+            from mixq_nncf.cli import UserError
 
             raise UserError(f"IR not found: {pth}")
     names = [f"{p.parent.name}/{p.stem}" for p in paths]
@@ -60,7 +60,7 @@ def run(args) -> int:
     if args.default_precision:
         targets += [Target(f"{n} [default hint]", "openvino", p, precision="default") for n, p in zip(names, paths)]
     if args.torch_fp32:
-        from ..models import load_generator
+        from mixq_nncf.models import load_generator
 
         meta = read_meta(paths[0])
         targets.append(Target("torch_fp32", "torch", model=load_generator(meta["arch"], meta.get("args"),

@@ -28,9 +28,11 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..config import load_config, read_json, to_dict
-    from ..io_utils import atomic_write_text
-    from ..nncf_config import conversion, is_nncf_config
+    from mixq_nncf.config.files import load_config, read_json
+
+    from mixq_nncf.config.schema import to_dict
+    from mixq_nncf.io_utils import atomic_write_text
+    from mixq_nncf.config.nncf2 import conversion, is_nncf_config
 
     path = Path(args.config)
     data = read_json(path)
@@ -54,7 +56,7 @@ def run(args) -> int:
     for line in report["notes"]:
         print(f"Note: {line}")
     if report["layers"]:
-        from ..config import bits_name
+        from mixq_nncf.config.schema import bits_name
 
         counts: dict[str, list[str]] = {}
         for layer, (w, a) in report["layers"].items():

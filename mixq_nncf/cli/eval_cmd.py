@@ -13,7 +13,7 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
                      "laplacian_ratio (all against --reference, offline), niqe, nrqm, pi, lpips. Writes "
                      "per_image.csv and summary.json.")
     p.add_argument("--model", help="model to run: .xml IR, mixq .pt, or fp32 weights with --arch")
-    p.add_argument("--arch", help="preset for an fp32 weights file (see `mixq models`)")
+    p.add_argument("--arch", help="preset for an fp32 weights file (see `mixq models`; default: read from the file)")
     p.add_argument("--reference", help="fp32 model for fidelity metrics (.xml or .pt or weights with --arch)")
     p.add_argument("--data", default="offline", help="dataset: 'offline' or an HR folder / dataset root")
     p.add_argument("--split", default="eval", choices=["train", "eval"])
@@ -32,20 +32,18 @@ def _runner(spec: str, arch: str | None):
     import torch
 
     if spec.endswith(".xml"):
-        from ..export import compile_ir, run_ir
+        from mixq_nncf.ir.export import compile_ir, run_ir
 
         compiled = compile_ir(spec)
         return lambda x: run_ir(compiled, x)
-    from ..errors import CheckpointError
-    from ..models import load_generator
-    from ..qcheckpoint import load_quantized
+    from mixq_nncf.errors import CheckpointError
+    from mixq_nncf.models import load_generator
+    from mixq_nncf.quant.checkpoint import load_quantized
 
     try:
         model = load_quantized(spec).model
-    except CheckpointError:
-        if not arch:
-            raise CheckpointError(f"{spec} is not a mixq checkpoint; pass --arch to load it as fp32 weights") from None
-        model = load_generator(arch, None, str(Path(spec)))
+    except CheckpointError:  # fp32 weights: --arch, or the generator read from the file
+        model = load_generator(arch or None, None, str(Path(spec)))
 
     def run(x):
         with torch.no_grad():
@@ -61,11 +59,11 @@ def run(args) -> int:
 
     from tqdm import tqdm
 
-    from ..data import EvalPairs, list_images, load_image, resolve_images
-    from ..errors import DataError
-    from ..io_utils import atomic_write_json, atomic_write_text
-    from ..metrics import MetricSuite
-    from . import UserError
+    from mixq_nncf.data.datasets import EvalPairs, list_images, load_image, resolve_images
+    from mixq_nncf.errors import DataError
+    from mixq_nncf.io_utils import atomic_write_json, atomic_write_text
+    from mixq_nncf.eval.metrics import MetricSuite
+    from mixq_nncf.cli import UserError
 
     names = [m.strip() for m in args.metrics.split(",") if m.strip()]
     crop = args.crop_border if args.crop_border is not None else args.scale

@@ -25,18 +25,20 @@ def run(args) -> int:
 
     import torch
 
-    from ..audit import audit_markdown, audit_runtime
-    from ..config import to_dict
-    from .common import load_checked
-    from ..data import EvalPairs, resolve_images
-    from ..export import check_parity, export_ir, ir_size
-    from ..io_utils import atomic_write_json, atomic_write_text
-    from ..models import load_generator
-    from ..qcheckpoint import load_quantized
-    from ..quantize import quantize_from_config
+    from mixq_nncf.ir.audit import audit_markdown, audit_runtime
+    from mixq_nncf.config.schema import to_dict
+    from mixq_nncf.cli.common import load_checked
+    from mixq_nncf.cli import UserError
+    from mixq_nncf.ir.export import check_parity, export_ir, ir_size
+    from mixq_nncf.io_utils import atomic_write_json, atomic_write_text
+    from mixq_nncf.models import load_generator
+    from mixq_nncf.quant.checkpoint import load_quantized
+    from mixq_nncf.quant.ptq import quantize_from_config
 
     out = Path(args.out)
     src = Path(args.source)
+    if args.static and min(args.static) < 1:
+        raise UserError(f"--static {args.static[0]} {args.static[1]}: both sides must be at least 1 LR pixel")
     if src.suffix == ".json":
         cfg = load_checked(src, args.overrides)
         res = quantize_from_config(cfg)
@@ -49,12 +51,10 @@ def run(args) -> int:
         fp32 = load_generator(arch, margs, weights)
         quantized = ck.plan is not None
     h, w = args.static or (64, 64)
+    images = _parity_images(args.images, int(fp32.scale), h, w, static=args.static is not None)
     example = torch.rand(1, 3, h, w)
     xml = export_ir(model, out / "model.xml", example_input=example, dynamic=args.static is None,
                     compact_16bit=not args.no_compact_16bit, meta={"arch": arch, "args": margs, "weights": weights})
-    scale = int(fp32.scale)
-    pairs = EvalPairs(resolve_images(args.images, "eval")[:4], scale, crop=64 * scale)
-    images = [pairs[i]["lr"].unsqueeze(0) for i in range(len(pairs))]
     parity = check_parity(xml, model, images, reference_model=fp32 if quantized else None, raise_on_failure=False)
     audit = audit_runtime(xml, (1, 3, h, w))
     size = ir_size(xml)
@@ -72,7 +72,21 @@ def run(args) -> int:
     print("\n".join(md))
     print(json.dumps({"ir": str(xml), "parity_passed": parity.passed}))
     if not parity.passed:
-        from . import UserError
-
         raise UserError("parity check failed: " + "; ".join(parity.problems))
     return 0
+
+
+def _parity_images(spec: str, scale: int, h: int, w: int, *, static: bool) -> list:
+    """Up to four LR images for the parity check, at the IR's input size when it is static."""
+    from mixq_nncf.data.datasets import EvalPairs, resolve_images
+    from mixq_nncf.errors import DataError
+
+    pairs = EvalPairs(resolve_images(spec, "eval")[:4], scale, crop=max(64, h, w) * scale)
+    try:
+        return [pairs[i]["lr"].unsqueeze(0)[:, :, :h, :w] if static else pairs[i]["lr"].unsqueeze(0)
+                for i in range(len(pairs))]
+    except DataError as exc:
+        if not static:
+            raise
+        raise DataError(f"{exc}: the parity check runs the static IR at {h}x{w} LR pixels ({h * scale}x{w * scale} "
+                        "HR); use a smaller --static or --images with larger photos") from None

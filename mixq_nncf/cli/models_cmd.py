@@ -24,7 +24,7 @@ def _compress(names: list[str]) -> str:
 
 
 def run(args) -> int:
-    from ..models import PRESETS, build_generator, count_parameters, stage_map
+    from mixq_nncf.models import PRESETS, build_generator, count_parameters, stage_map
 
     rows = []
     for name, preset in PRESETS.items():

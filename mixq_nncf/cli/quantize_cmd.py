@@ -19,16 +19,18 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..config import dump_config, to_dict
-    from .common import load_checked
-    from ..io_utils import atomic_write_json, atomic_write_text
-    from ..qcheckpoint import save_quantized
-    from ..qtable import layer_bits, quantizer_table, table_markdown
-    from ..quantize import quantize_from_config
+    from mixq_nncf.config.files import dump_config
+
+    from mixq_nncf.config.schema import to_dict
+    from mixq_nncf.cli.common import load_checked
+    from mixq_nncf.io_utils import atomic_write_json, atomic_write_text
+    from mixq_nncf.quant.checkpoint import save_quantized
+    from mixq_nncf.quant.table import layer_bits, quantizer_table, table_markdown
+    from mixq_nncf.quant.ptq import quantize_from_config
 
     cfg = load_checked(args.config, args.overrides)
     if cfg.variants:
-        from . import UserError
+        from mixq_nncf.cli import UserError
 
         raise UserError(f"{args.config} defines variants ({', '.join(cfg.variants)}); quantize one with "
                         "`mixq run CONFIG --variant NAME` or a single-variant config")

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-DEMO_CONFIG = "demo.json"  # in mixq_nncf/data_files
+DEMO_CONFIG = "demo.json"  # mixq_nncf/data_files/demo.json: a link to configs/demo/demo.json, shipped in the wheel
 
 
 def add_parser(p: argparse.ArgumentParser, name: str) -> None:
@@ -37,9 +37,9 @@ def demo_config_path() -> Path:
 
 
 def run(args) -> int:
-    from .common import load_checked
-    from ..pipeline import run as run_pipeline
-    from ..report import variant_table
+    from mixq_nncf.cli.common import load_checked
+    from mixq_nncf.pipeline import run as run_pipeline
+    from mixq_nncf.eval.report import variant_table
 
     config_path = demo_config_path() if args._name == "demo" else Path(args.config)
     cfg = load_checked(config_path, args.overrides)

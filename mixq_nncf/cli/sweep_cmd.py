@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -52,50 +56,58 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def run(args) -> int:
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+def _spec(args: argparse.Namespace, cfg):
+    from mixq_nncf.search.spec import SweepSpec
 
-    from ..config import load_config
-    from ..sweep import SweepSpec, parse_shard, run_sweep
-
-    cfg = load_config(args.config, args.overrides)
     size = tuple(args.input_size or cfg.benchmark.input_size)
-    spec = SweepSpec(granularity=args.granularity, mode=args.mode, input_size=size, top_k=args.top_k,
+    return SweepSpec(granularity=args.granularity, mode=args.mode, input_size=size, top_k=args.top_k,
                      top_k_cheap=args.top_k_cheap, rank_images=args.rank_images, rank_crop=args.rank_crop,
                      qat_steps=args.qat_steps, qat_top=args.qat_top, niqe=args.niqe, activations=args.activations)
+
+
+def _run_shard_processes(args: argparse.Namespace, cfg, spec, out: Path) -> None:
+    """--jobs N: choose the activation scheme once, then run N shard processes of this same command."""
+    from mixq_nncf.config.files import dump_config
+    from mixq_nncf.search.schemes import choose_scheme
+
+    if spec.activations == "auto":  # once, before the shards: they all sweep on the chosen scheme
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out / "config.json", check_unchanged=True, ignore=("name", "benchmark", "eval", "variants"))
+        choose_scheme(cfg, spec, out)
+    argv = list(sys.argv[1:])
+    i = argv.index("--jobs") if "--jobs" in argv else None
+    if i is not None:
+        del argv[i:i + 2]
+    argv = [a for a in argv if not a.startswith("--jobs=")]
+    threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
+    env = {**os.environ, "OMP_NUM_THREADS": threads}
+    procs = [subprocess.Popen([sys.executable, "-m", "mixq_nncf.cli", *argv, "--shard", f"{k}/{args.jobs}",
+                               "--quiet"], env=env) for k in range(args.jobs)]
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        print(f"mixq sweep: shard processes exited with {codes}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    # the sweep's imports stay here: the CLI imports every command module to build its parser
+    from mixq_nncf.config.files import load_config
+    from mixq_nncf.search.spec import parse_shard
+    from mixq_nncf.search.sweep import run_sweep
+
+    cfg = load_config(args.config, args.overrides)
+    spec = _spec(args, cfg)
     out = Path(args.out)
     if args.jobs > 1 and not args.shard:
-        if spec.activations == "auto":  # once, before the shards: they all sweep on the chosen scheme
-            out.mkdir(parents=True, exist_ok=True)
-            from ..config import dump_config
-            from ..sweep import choose_scheme
-
-            dump_config(cfg, out / "config.json", check_unchanged=True, ignore=("name", "benchmark", "eval", "variants"))
-            choose_scheme(cfg, spec, out)
-        argv = [a for a in sys.argv[1:]]
-        i = argv.index("--jobs") if "--jobs" in argv else None
-        if i is not None:
-            del argv[i:i + 2]
-        argv = [a for a in argv if not a.startswith("--jobs=")]
-        threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
-        env = {**os.environ, "OMP_NUM_THREADS": threads}
-        procs = [subprocess.Popen([sys.executable, "-m", "mixq_nncf.cli", *argv, "--shard", f"{k}/{args.jobs}",
-                                   "--quiet"], env=env) for k in range(args.jobs)]
-        codes = [p.wait() for p in procs]
-        if any(codes):
-            print(f"mixq sweep: shard processes exited with {codes}", file=sys.stderr)
-        outcome = run_sweep(cfg, out, spec, shard=(0, 1), progress=not args.quiet)
+        _run_shard_processes(args, cfg, spec, out)
+        shard = (0, 1)  # finishes whatever the shard processes left, then writes the report
     else:
-        outcome = run_sweep(cfg, out, spec, shard=parse_shard(args.shard), progress=not args.quiet)
+        shard = parse_shard(args.shard)
+    outcome = run_sweep(cfg, out, spec, shard=shard, progress=not args.quiet)
     for note in outcome.notes:
         print(note)
     if outcome.summary:
-        s = outcome.summary
         print((out / "sweep.md").read_text())
         print(f"Written: {out / 'sweep.md'}, {out / 'sweep.json'}, stages.png, layers.png, pareto.png "
               f"({outcome.jobs} jobs, {outcome.failed} failed this run, {outcome.wall_s:.0f} s)")
-        return 0 if not s["failed_jobs"] else 1
+        return 0 if not outcome.summary["failed_jobs"] else 1
     return 0 if outcome.failed == 0 else 1

@@ -25,12 +25,12 @@ def run(args) -> int:
     import os
     from pathlib import Path
 
-    from ..config import to_dict
-    from .common import load_checked
-    from ..models import load_generator
-    from ..qcheckpoint import load_quantized
-    from ..quantize import quantize_from_config
-    from ..train import check_out_dir, train
+    from mixq_nncf.config.schema import to_dict
+    from mixq_nncf.cli.common import load_checked
+    from mixq_nncf.models import load_generator
+    from mixq_nncf.quant.checkpoint import load_quantized
+    from mixq_nncf.quant.ptq import quantize_from_config
+    from mixq_nncf.train.loop import check_out_dir, train
 
     overrides = list(args.overrides) + ([f"training.device={args.device}"] if args.device else [])
     cfg = load_checked(args.config, overrides)

@@ -11,7 +11,8 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
         "globs ('frames/*.png'). Each output keeps its input's format, bit depth (8/16), grayscale and alpha "
         "(alpha is upscaled bicubic) and is written as DIR/<name>_x<scale>.<ext>; two inputs with the same name get "
         "their folder names prefixed. Images up to 512x512 run whole; larger ones in tiles that all share one "
-        "compiled shape, several at once. Unreadable images are reported and skipped; the exit code is then 1. "
+        "compiled shape, several at once. Unreadable images, and images whose output would exceed --max-pixels, are "
+        "reported and skipped; the exit code is then 1 (2 when none was written). "
         "Prints a JSON summary on stdout.")
     p.add_argument("ir", help="IR .xml (from `mixq export` or `mixq run`; the .bin must sit beside it)")
     p.add_argument("images", nargs="+", metavar="INPUT", help="image files, folders or globs")
@@ -37,14 +38,29 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--no-cache", action="store_true",
                    help="do not keep compiled models in the cache ($MIXQ_CACHE or ~/.cache/mixq/openvino); with it "
                         "a second run with the same IR and image size skips compilation")
+    p.add_argument("--max-pixels", type=_pixels, default=None, metavar="N",
+                   help="largest image to take, counted at the output (input x scale^2), e.g. 60M; larger ones are "
+                        "skipped before decoding (default 36M, about 2 GB at peak, or $MIXQ_MAX_PIXELS; 0 = no limit)")
+
+
+def _pixels(text: str) -> int:
+    """'36000000', '36M', '1.5G' -> pixels."""
+    factor = {"k": 1e3, "m": 1e6, "g": 1e9}.get(text.strip()[-1:].lower(), 1)
+    try:
+        value = float(text.strip()[:-1] if factor != 1 else text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a pixel count such as 60000000 or 60M") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be >= 0 (0 = no limit)")
+    return int(value * factor)
 
 
 def expand_inputs(specs: list[str]) -> list[Path]:
     """Files, folders and globs -> image paths, in order, each once."""
     import glob
 
-    from ..errors import DataError
-    from ..imageio import IMAGE_EXTENSIONS, list_image_files
+    from mixq_nncf.errors import DataError
+    from mixq_nncf.data.imageio import IMAGE_EXTENSIONS, list_image_files
 
     out: list[Path] = []
     for spec in specs:
@@ -100,9 +116,9 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
-    from ..errors import DataError, MixqError
-    from ..imageio import read_image, write_image
-    from ..upscale import Upscaler
+    from mixq_nncf.errors import DataError, MixqError
+    from mixq_nncf.data.imageio import read_image, write_image
+    from mixq_nncf.serve.upscale import Upscaler
 
     start = time.perf_counter()
     for flag in ("tile", "overlap", "threads"):
@@ -114,7 +130,7 @@ def run(args) -> int:
     paths = expand_inputs(args.images)
     up = Upscaler(args.ir, tile=args.tile, overlap=args.overlap, precision=args.precision, threads=args.threads,
                   streams=args.streams, scale=args.scale, progress=not args.no_progress,
-                  cache=not args.no_cache)
+                  cache=not args.no_cache, max_pixels=args.max_pixels)
     out_dir = Path(args.out)
     names = dict(zip(paths, output_names(paths, up.scale, args.format)))
     failed: dict[str, str] = {}
@@ -123,14 +139,18 @@ def run(args) -> int:
     def pictures():
         for p in paths:
             try:
-                yield p, read_image(p)
+                yield p, read_image(p, scale=up.scale, max_pixels=args.max_pixels)
             except DataError as exc:
                 failed[str(p)] = str(exc)
 
     seams, tiled = None, 0
     with up:
         for p, result in up.upscale_stream(pictures()):
-            written.append(str(write_image(result, out_dir / names[p])))
+            try:
+                written.append(str(write_image(result, out_dir / names[p])))
+            except DataError as exc:
+                failed[str(p)] = str(exc)
+                continue
             h, w = result.size
             tiled += len(up.tiles_for(h // up.scale, w // up.scale)) > 1
         if args.check_seams and written:
@@ -149,5 +169,5 @@ def run(args) -> int:
         print(f"mixq upscale: error: {message}", file=sys.stderr)
     if failed:
         print(f"mixq upscale: {len(written)} written, {len(failed)} failed", file=sys.stderr)
-        return 1
+        return 1 if written else 2
     return 0

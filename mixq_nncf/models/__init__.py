@@ -12,12 +12,13 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import MissingFileError
+from mixq_nncf.errors import MissingFileError
 
-from .blocks import STAGE_NAMES
-from .edsr import EDSR
-from .msrresnet import MSRResNet
-from .rrdbnet import RRDBNet
+from mixq_nncf.models.blocks import STAGE_NAMES
+from mixq_nncf.models.edsr import EDSR
+from mixq_nncf.models.msrresnet import MSRResNet
+from mixq_nncf.models.rrdbnet import RRDBNet
+from mixq_nncf.models.srvgg import SRVGGNetCompact
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ PRESETS: dict[str, ModelPreset] = {
     "msrresnet_x2": ModelPreset(MSRResNet, dict(upscale=2), 2, "SRGAN generator (MSRResNet 64ch/16 blocks) x2"),
     "msrresnet_x3": ModelPreset(MSRResNet, dict(upscale=3), 3, "SRGAN generator (MSRResNet 64ch/16 blocks) x3"),
     "msrresnet_x4": ModelPreset(MSRResNet, dict(upscale=4), 4, "SRGAN generator (MSRResNet 64ch/16 blocks) x4"),
+    "rrdbnet_x1": ModelPreset(RRDBNet, dict(scale=1), 1,
+                              "ESRGAN generator (RRDBNet 64ch/23 blocks/gc32) x1 (pixel-unshuffle input by 4)"),
     "rrdbnet_x2": ModelPreset(RRDBNet, dict(scale=2), 2, "ESRGAN generator (RRDBNet 64ch/23 blocks/gc32) x2"),
     "rrdbnet_x4": ModelPreset(RRDBNet, dict(scale=4), 4, "ESRGAN generator (RRDBNet 64ch/23 blocks/gc32) x4"),
     "realesrgan_x4plus": ModelPreset(RRDBNet, dict(scale=4), 4,
@@ -42,6 +45,25 @@ PRESETS: dict[str, ModelPreset] = {
     "realesrgan_x4plus_anime": ModelPreset(RRDBNet, dict(scale=4, num_block=6), 4,
                                            "Real-ESRGAN x4plus-anime (RRDBNet 6 blocks), embedded pretrained weights",
                                            embedded_weights="realesrgan-x4plus-anime"),
+    "srvgg_compact_x1": ModelPreset(SRVGGNetCompact, dict(upscale=1), 1,
+                                    "Real-ESRGAN Compact (SRVGGNetCompact 64ch/16 convs, PReLU) x1"),
+    "srvgg_compact_x2": ModelPreset(SRVGGNetCompact, dict(upscale=2), 2,
+                                    "Real-ESRGAN Compact (SRVGGNetCompact 64ch/16 convs, PReLU) x2"),
+    "srvgg_compact_x3": ModelPreset(SRVGGNetCompact, dict(upscale=3), 3,
+                                    "Real-ESRGAN Compact (SRVGGNetCompact 64ch/16 convs, PReLU) x3"),
+    "srvgg_compact_x4": ModelPreset(SRVGGNetCompact, dict(upscale=4), 4,
+                                    "Real-ESRGAN Compact (SRVGGNetCompact 64ch/16 convs, PReLU) x4"),
+    "realesr_general_x4v3": ModelPreset(SRVGGNetCompact, dict(upscale=4, num_conv=32), 4,
+                                        "realesr-general-x4v3 (SRVGGNetCompact 64ch/32 convs, PReLU) x4"),
+    "realesr_animevideov3_x4": ModelPreset(SRVGGNetCompact, dict(upscale=4), 4,
+                                           "realesr-animevideov3 (SRVGGNetCompact 64ch/16 convs) x4, embedded "
+                                           "pretrained weights", embedded_weights="realesr-animevideov3-x4"),
+    "realesr_animevideov3_x3": ModelPreset(SRVGGNetCompact, dict(upscale=4, out_scale=3), 3,
+                                           "realesr-animevideov3 x3 (the x4 network, then a 0.75 bicubic resize), "
+                                           "embedded pretrained weights", embedded_weights="realesr-animevideov3-x3"),
+    "realesr_animevideov3_x2": ModelPreset(SRVGGNetCompact, dict(upscale=4, out_scale=2), 2,
+                                           "realesr-animevideov3 x2 (the x4 network, then a 0.5 bicubic resize), "
+                                           "embedded pretrained weights", embedded_weights="realesr-animevideov3-x2"),
     "edsr_m_x2": ModelPreset(EDSR, dict(upscale=2), 2, "EDSR-M baseline (64ch/16 blocks) x2"),
     "edsr_m_x3": ModelPreset(EDSR, dict(upscale=3), 3, "EDSR-M baseline (64ch/16 blocks) x3"),
     "edsr_m_x4": ModelPreset(EDSR, dict(upscale=4), 4, "EDSR-M baseline (64ch/16 blocks) x4"),
@@ -54,7 +76,7 @@ PRESETS: dict[str, ModelPreset] = {
 def build_generator(name: str, **overrides: Any) -> nn.Module:
     """Build a preset's architecture (random init); ``overrides`` change constructor args (e.g. tiny widths)."""
     if name not in PRESETS:
-        from ..config import ConfigError
+        from mixq_nncf.errors import ConfigError
 
         raise ConfigError(f"model.arch: unknown model '{name}'; choose one of: {', '.join(sorted(PRESETS))} "
                           "(`mixq models` lists them)")
@@ -68,7 +90,7 @@ def conv_layers(model: nn.Module) -> list[str]:
 
 def stage_map(model: nn.Module) -> dict[str, list[str]]:
     """Stage -> conv layer names, from the generator's STAGES regexes. Every conv must land in one stage."""
-    stages = getattr(type(model), "STAGES", None)
+    stages = getattr(model, "STAGES", None)  # a class attribute, or a per-instance property (SRVGGNetCompact)
     if stages is None:
         raise TypeError(f"{type(model).__name__} declares no STAGES")
     out: dict[str, list[str]] = {s: [] for s in STAGE_NAMES}
@@ -85,13 +107,25 @@ def layer_stages(model: nn.Module) -> dict[str, str]:
     return {layer: stage for stage, layers in stage_map(model).items() for layer in layers}
 
 
-def load_generator(arch: str, args: dict | None = None, weights: str | None = "embedded") -> nn.Module:
+def load_generator(arch: str | None, args: dict | None = None, weights: str | None = "embedded") -> nn.Module:
     """A preset with its weights, in eval mode. weights: 'embedded' (bundled Real-ESRGAN weights), a
-    checkpoint path (any layout of models.checkpoint), or None for random init.
+    checkpoint path (.pth / .pt / .safetensors, any layout of models.checkpoint), or None for random init.
+    arch None: the generator and its hyperparameters are read from the checkpoint (models.detect).
 
     Random init is seeded (without touching the global RNG): torch's default seed differs per process, and a
     resumed run must rebuild the same model that its cached artefacts came from."""
     import torch
+
+    if arch is None:
+        if weights in (None, "embedded"):
+            from mixq_nncf.errors import ConfigError
+
+            raise ConfigError("model.arch: name a preset (`mixq models` lists them), or set model.weights to a "
+                              "checkpoint file to read the generator from")
+        from mixq_nncf.models.detect import detect_checkpoint
+
+        found = detect_checkpoint(weights)
+        arch, args = found.arch, {**found.args, **(args or {})}
 
     if weights is None:
         with torch.random.fork_rng(devices=[]):
@@ -104,13 +138,13 @@ def load_generator(arch: str, args: dict | None = None, weights: str | None = "e
             have = ", ".join(n for n, p in PRESETS.items() if p.embedded_weights)
             raise MissingFileError(f"model '{arch}' has no embedded weights (only {have} do); set model.weights to "
                                    "a checkpoint path (BasicSR, old ESRGAN/MMSR or EDSR-PyTorch layouts load) or null")
-        from .checkpoint import load_state_dict_strict
-        from .ncnn import find_embedded, ncnn_to_state_dict
+        from mixq_nncf.models.checkpoint import load_state_dict_strict
+        from mixq_nncf.models.ncnn import find_embedded, ncnn_to_state_dict
 
         param, binf = find_embedded(name)
         load_state_dict_strict(model, ncnn_to_state_dict(param, binf, model), f"embedded weights {name}")
     elif weights is not None:
-        from .checkpoint import load_checkpoint
+        from mixq_nncf.models.checkpoint import load_checkpoint
 
         load_checkpoint(model, weights)
     return model.eval()
@@ -121,4 +155,4 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = ["PRESETS", "ModelPreset", "STAGE_NAMES", "build_generator", "conv_layers", "stage_map",
-           "layer_stages", "count_parameters", "load_generator", "MSRResNet", "RRDBNet", "EDSR"]
+           "layer_stages", "count_parameters", "load_generator", "MSRResNet", "RRDBNet", "EDSR", "SRVGGNetCompact"]

@@ -1,5 +1,6 @@
 """Load official checkpoints in every layout seen in the wild onto BasicSR-named generators, strictly.
 
+Files: torch pickles read with weights_only=True, or .safetensors (the `safetensors` package; data only).
 Layouts: raw state_dict; {'params': sd}; {'params_ema': sd} (preferred when both exist, as BasicSR does);
 'module.' prefixes; old ESRGAN (RRDB_trunk / trunk_conv / upconv / HRconv); old MMSR MSRResNet
 (recon_trunk / HRconv); original EDSR-PyTorch (head / body / tail, mean-shift buffers dropped).
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from mixq_nncf.errors import CheckpointError
 
 
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
@@ -92,15 +93,40 @@ def load_state_dict_strict(model: nn.Module, sd: dict[str, torch.Tensor], source
     return model
 
 
-def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load ``path`` into ``model`` strictly (weights_only); any mismatch raises CheckpointError."""
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file, unwrapped and without 'module.' prefixes, in the file's own key layout.
+    Both readers are data-only: nothing in the file is imported or run."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - every unreadable file is the same user problem
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:200]})") from None
-    sd = convert_state_dict(_unwrap(obj, path), model)
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the file is empty (0 bytes; an interrupted download or copy?); download or "
+                              "copy the checkpoint again")
+    if path.suffix.lower() == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise CheckpointError(f"{path}: reading .safetensors needs the safetensors package: "
+                                  "pip install 'mixq-nncf[checkpoints]'") from None
+        try:
+            obj = load_file(str(path), device="cpu")
+        except Exception as exc:  # noqa: BLE001 - every unreadable file is the same user problem
+            raise CheckpointError(f"{path}: not a readable safetensors file ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - every unreadable file is the same user problem
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            if first.startswith("Weights only load failed"):  # torch's advice there would run code from the file
+                first = "it holds objects other than tensors and plain data, which are never loaded"
+            raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {first}); the "
+                                  "file is truncated or not a PyTorch .pth/.pt: download or copy it again") from None
+    sd = _unwrap(obj, path)
+    return {k[7:] if k.startswith("module.") else k: v for k, v in sd.items()}
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load ``path`` (.pth / .pt / .safetensors) into ``model`` strictly; any mismatch raises CheckpointError."""
+    sd = convert_state_dict(read_state_dict(path), model)
     return load_state_dict_strict(model, sd, str(path))

@@ -9,7 +9,7 @@ import math
 import torch
 from torch import nn
 
-from .blocks import ResidualBlockNoBN, make_layer
+from mixq_nncf.models.blocks import ResidualBlockNoBN, make_layer
 
 
 def _upsample(scale: int, num_feat: int) -> nn.Sequential:

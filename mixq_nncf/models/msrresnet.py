@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ResidualBlockNoBN, make_layer
+from mixq_nncf.models.blocks import ResidualBlockNoBN, make_layer
 
 
 class MSRResNet(nn.Module):

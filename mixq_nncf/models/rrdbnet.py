@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import make_layer
+from mixq_nncf.models.blocks import make_layer
 
 
 class ResidualDenseBlock(nn.Module):
