@@ -20,10 +20,10 @@ from pathlib import Path
 def _random_vgg(folder: Path) -> str:
     import torch
 
-    from mixq_nncf.train.vgg import _features
+    from mixq_nncf.train.vgg import vgg19_layers
 
     path = folder / "vgg19-random.pth"
-    torch.save({f"features.{k}": v for k, v in _features(37).state_dict().items()}, path)
+    torch.save({f"features.{k}": v for k, v in vgg19_layers(37).state_dict().items()}, path)
     return str(path)
 
 

@@ -8,8 +8,8 @@ finished sweep), and the latency of both IRs is measured interleaved with the sw
 NNCF's preset follows the activation scheme the sweep chose (asymmetric activations = NNCF's MIXED preset), so both
 tools start from the same kind of int8 model.
 
-    python benchmarks/bench_accuracy_control.py runs/sweep_x4plus_anime --min-fidelity-db 36 \
-        --out benchmarks/results/accuracy_control
+    python research/bench_accuracy_control.py runs/sweep_x4plus_anime --min-fidelity-db 36 \
+        --out research/results/accuracy_control
 """
 from __future__ import annotations
 
@@ -38,21 +38,21 @@ def main(argv=None) -> int:
     from nncf.quantization.advanced_parameters import (AdvancedAccuracyRestorerParameters,
                                                        AdvancedQuantizationParameters, OverflowFix)
 
-    from mixq_nncf.allocate import CEILING_DB
-    from mixq_nncf.audit import audit_runtime
-    from mixq_nncf.bench import Target, benchmark, machine_info
-    from mixq_nncf.config import parse_config
-    from mixq_nncf.data import calibration_inputs
-    from mixq_nncf.export import compile_ir, ir_size, run_ir
+    from mixq_nncf.search.allocate import CEILING_DB
+    from mixq_nncf.ir.audit import audit_runtime
+    from mixq_nncf.ir.bench import Target, benchmark, machine_info
+    from mixq_nncf.config.schema import parse_config
+    from mixq_nncf.data.datasets import calibration_inputs
+    from mixq_nncf.ir.export import compile_ir, ir_size, run_ir
     from mixq_nncf.io_utils import atomic_write_json
-    from mixq_nncf.metrics import psnr_y
-    from mixq_nncf.sweep import Context, SweepSpec, ir_fidelity
-    from mixq_nncf.sweep_report import plot_pareto
+    from mixq_nncf.eval.metrics import psnr_y
+    from mixq_nncf.search.sweep import Context, SweepSpec, ir_fidelity
+    from mixq_nncf.search.sweep_report import plot_pareto
 
     d = Path(args.sweep_dir)
     summary = json.loads((d / "sweep.json").read_text())
-    from mixq_nncf.allocate import Budget
-    from mixq_nncf.verify import allocate_and_verify, sweep_config
+    from mixq_nncf.search.allocate import Budget
+    from mixq_nncf.search.verify import allocate_and_verify, sweep_config
 
     cfg = parse_config(sweep_config(d))
     asym = (cfg.compression.activations.mode or ("asymmetric" if cfg.compression.preset == "mixed" else

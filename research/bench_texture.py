@@ -1,8 +1,8 @@
 """QAT loss recipes: quality vs step, from the same PTQ starts, for every metric (default: the demo's model).
 
-    python benchmarks/bench_texture.py --out benchmarks/results/texture                 # all recipes, int8 start
-    python benchmarks/bench_texture.py --recipes distill,distill_grad --starts int8,mixed --steps 90
-    python benchmarks/bench_texture.py --config configs/fqsr_compare_realesrgan_anime.json --starts fqsr_a8w4 \
+    python research/bench_texture.py --out research/results/texture                 # all recipes, int8 start
+    python research/bench_texture.py --recipes distill,distill_grad --starts int8,mixed --steps 90
+    python research/bench_texture.py --config configs/fqsr/fqsr_compare_realesrgan_anime.json --starts fqsr_a8w4 \
         --recipes as_configured --steps 1500 --eval-every 250 --crop 0 --images 8      # any config's variant
 
 Each recipe trains the same PTQ start (the demo's calibration: int8, or int8 + int16 feature extraction /
@@ -50,7 +50,7 @@ RECIPES: dict[str, dict] = {
     # a larger step for weights and intervals, cut 5x for the last third: more of the budget goes into moving
     "decay": {"lr_g": 5e-5, "lr_quantizers": 1e-3, "milestones": [90], "gamma": 0.2},
     "intervals_only": {"lr_g": 1e-9, "lr_quantizers": 1e-3},  # weights held: only the rounding grid moves
-    # 10x faster intervals: the body's calibrated activation ranges are wider than 8-bit rounding wants (RESULTS 12)
+    # 10x faster intervals: the body's calibrated activation ranges are too wide for 8-bit rounding (research/NOTES.md)
     "intervals_fast": {"lr_quantizers": 1e-2},
     "intervals_fast_only": {**_FAST_INTERVALS_ONLY},
     "intervals_fast_gain": {**_FAST_INTERVALS_ONLY, "detail_gain_weight": 0.3},
@@ -64,7 +64,7 @@ RECIPES: dict[str, dict] = {
     # distillation on blurred outputs: the finest, hallucinated band is not regressed to its mean
     "lowpass": {"distill_lowpass_sigma": 1.0},
     "lowpass2": {"distill_lowpass_sigma": 2.0},
-    # the body is where the finest detail is lost (benchmarks/detail_gain.py): distil its blocks' outputs harder
+    # the body is where the finest detail is lost (research/detail_gain.py): distil its blocks' outputs harder
     "feat_strong": {"feature_distill_weight": 1.0},
 }
 RECIPES["as_configured"] = {}  # the start variant's own training section, unchanged
@@ -77,7 +77,7 @@ def band_errors(pred, ref) -> dict[str, float]:
     """Mean energy of (pred - ref) in radial frequency bands of the luma: below 1/8, 1/8-1/2, above 1/2 Nyquist."""
     import torch
 
-    from mixq_nncf.losses import luma
+    from mixq_nncf.data.luma import luma
 
     diff = luma(pred - ref)[:, 0]
     spec = torch.fft.fft2(diff, norm="ortho").abs().pow(2)
@@ -93,7 +93,7 @@ def band_errors(pred, ref) -> dict[str, float]:
 def score(model, inputs, refs) -> dict[str, float]:
     import torch
 
-    from mixq_nncf.metrics import niqe, psnr_y, texture_fidelity
+    from mixq_nncf.eval.metrics import niqe, psnr_y, texture_fidelity
 
     rows = []
     with torch.no_grad():
@@ -153,25 +153,25 @@ def main(argv=None) -> int:
     p.add_argument("--crop", type=int, default=96,
                    help="LR crop size of the eval photos (default: 96; 0 = whole photos, as the demo scores them)")
     p.add_argument("--work", default="runs/bench_texture", help="folder for the PTQ starts and training runs")
-    p.add_argument("--out", default="benchmarks/results/texture", help="folder for texture.json / texture.png")
+    p.add_argument("--out", default="research/results/texture", help="folder for texture.json / texture.png")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: all)")
     p.add_argument("--save-outputs", action="store_true", help="also write the scored outputs as PNGs under "
-                   "OUT/outputs/{fp32,<start>_ptq,<recipe>_<start>}/ (for benchmarks/niqe_decompose.py)")
+                   "OUT/outputs/{fp32,<start>_ptq,<recipe>_<start>}/ (for research/niqe_decompose.py)")
     args = p.parse_args(argv)
 
     from importlib.resources import files
 
     import torch
 
-    from mixq_nncf import data as D
-    from mixq_nncf.bench import machine_info
-    from mixq_nncf.config import load_config
+    from mixq_nncf.data import datasets as D
+    from mixq_nncf.ir.bench import machine_info
+    from mixq_nncf.config.files import load_config
     from mixq_nncf.io_utils import atomic_write_json
-    from mixq_nncf.metrics import niqe
+    from mixq_nncf.eval.metrics import niqe
     from mixq_nncf.models import load_generator
     from mixq_nncf.pipeline import _quantized_model
-    from mixq_nncf.qcheckpoint import load_quantized
-    from mixq_nncf.train import train
+    from mixq_nncf.quant.checkpoint import load_quantized
+    from mixq_nncf.train.loop import train
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -195,7 +195,7 @@ def main(argv=None) -> int:
     def save_outputs(model, name: str) -> None:
         if not args.save_outputs:
             return
-        from mixq_nncf.data import save_image
+        from mixq_nncf.data.datasets import save_image
 
         with torch.no_grad():
             for i, x in enumerate(inputs):
@@ -259,13 +259,13 @@ def main(argv=None) -> int:
 
 
 def _training_dict(cfg) -> dict:
-    from mixq_nncf.config import to_dict
+    from mixq_nncf.config.schema import to_dict
 
     return to_dict(cfg.training)
 
 
 def _with_training(cfg, training: dict):
-    from mixq_nncf.config import parse_config, to_dict
+    from mixq_nncf.config.schema import parse_config, to_dict
 
     data = to_dict(cfg)
     data["training"] = training

@@ -1,6 +1,6 @@
 """Per-band detail gain and noise of quantized models against the fp32 output: does QAT shrink detail or remove grain?
 
-    python benchmarks/detail_gain.py runs/tex2/ptq_int8/quantized.pt runs/tex2/train/*/final.pt --images 3
+    python research/detail_gain.py runs/tex2/ptq_int8/quantized.pt runs/tex2/train/*/final.pt --images 3
 
 For each model and eval photo the luma of its output and of the fp32 output are split into bands by differences of
 Gaussian blurs (sigmas 0-1, 1-2, 2-4 px). In each band the model's detail is written as gain x fp32's detail +
@@ -9,7 +9,7 @@ is left, relative to fp32's band energy: grain and misplaced texture). Checkpoin
 (`quantized.pt`) and training outputs (`final.pt`) of the demo config; a `final.pt` whose own file lacks the NNCF
 layout is loaded into the first checkpoint's model. Prints a Markdown table; --json writes the figures.
 
-    python benchmarks/detail_gain.py runs/tex2/ptq_int8/quantized.pt --fp32-at body --fp32-at leaky_relu/2
+    python research/detail_gain.py runs/tex2/ptq_int8/quantized.pt --fp32-at body --fp32-at leaky_relu/2
 
 `--fp32-at S` adds a row per checkpoint with every quantizer whose NNCF name contains S switched off (that part of
 the model at fp32), to find where the detail is lost and where the noise enters. `--scale-ranges S:F` adds a row
@@ -29,7 +29,7 @@ BANDS = ((0.0, 1.0), (1.0, 2.0), (2.0, 4.0))
 
 def band_gain_noise(out, ref) -> list[tuple[float, float]]:
     """(gain, relative noise) per band of two (1, 3, H, W) images in [0, 1]."""
-    from mixq_nncf.losses import luma_bands
+    from mixq_nncf.train.losses import luma_bands
 
     sigmas = [BANDS[0][0]] + [hi for _, hi in BANDS]
     rows = []
@@ -107,13 +107,13 @@ def main(argv=None) -> int:
 
     import torch
 
-    from mixq_nncf import data as D
-    from mixq_nncf.config import load_config
+    from mixq_nncf.data import datasets as D
+    from mixq_nncf.config.files import load_config
     from mixq_nncf.errors import CheckpointError
     from mixq_nncf.io_utils import atomic_write_json
-    from mixq_nncf.metrics import niqe, psnr_y
+    from mixq_nncf.eval.metrics import niqe, psnr_y
     from mixq_nncf.models import load_generator
-    from mixq_nncf.qcheckpoint import load_quantized
+    from mixq_nncf.quant.checkpoint import load_quantized
 
     if args.threads:
         torch.set_num_threads(args.threads)

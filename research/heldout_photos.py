@@ -1,8 +1,8 @@
 """Write centre crops of installed photos that the demo never trains, calibrates or evaluates on, for checking
 quality figures on photos nothing was tuned on.
 
-    python benchmarks/heldout_photos.py runs/heldout_photos
-    python benchmarks/range_init.py --eval runs/heldout_photos runs/demo/variants/ptq_int8/quantized.pt ...
+    python research/heldout_photos.py runs/heldout_photos
+    python research/range_init.py --eval runs/heldout_photos runs/demo/variants/ptq_int8/quantized.pt ...
 
 The photos: pyiqa's four test photos (one SPAQ phone photo, three video frames; `tests/test_efficiency_img_dir` in
 site-packages) and scikit-image's gravel, brick, grass (grey, written as RGB) and hubble_deep_field, each cropped

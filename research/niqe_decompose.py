@@ -1,7 +1,7 @@
 """Why a variant's NIQE differs from fp32's: the shift of the mean patch features, or their covariance.
 
-    python benchmarks/niqe_decompose.py runs/demo/eval/samples/fp32.png runs/demo/eval/samples/qat_mixed.png ...
-    python benchmarks/niqe_decompose.py --features OUT/fp32 OUT/ptq_int8 OUT/qat_int8   # folders: pooled patches
+    python research/niqe_decompose.py runs/demo/eval/samples/fp32.png runs/demo/eval/samples/qat_mixed.png ...
+    python research/niqe_decompose.py --features OUT/fp32 OUT/ptq_int8 OUT/qat_int8   # folders: pooled patches
 
 NIQE fits a Gaussian (mean, covariance) to 36 MSCN statistics of every 96 px patch of one image and measures its
 distance to the pristine model, with the pooled covariance (pristine + the image's own) in the metric. A 512x384
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     import scipy.io
     import torch
 
-    from mixq_nncf.metrics import niqe_params_mat
+    from mixq_nncf.eval.metrics import niqe_params_mat
 
     params = scipy.io.loadmat(str(niqe_params_mat()))
     mu_p = torch.tensor(params["mu_prisparam"]).double().reshape(-1)

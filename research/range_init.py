@@ -1,9 +1,9 @@
 """Activation range initialisers for PTQ int8, and where NIQE's distance comes from: flat-region grain.
 
-    python benchmarks/range_init.py --range '{}' \
+    python research/range_init.py --range '{}' \
         --range '{"type": "mean_percentile", "min_percentile": 0.01, "max_percentile": 99.99}' \
-        --json benchmarks/results/texture_percentile/range_init.json
-    python benchmarks/range_init.py runs/x/ptq_int8/quantized.pt runs/x/train/final.pt     # checkpoints too
+        --json research/results/texture_percentile/range_init.json
+    python research/range_init.py runs/x/ptq_int8/quantized.pt runs/x/train/final.pt     # checkpoints too
 
 Each `--range` is a `compression.initializer.range` override of the config's `ptq_int8` variant (default: the
 embedded demo); the model is calibrated with it (one NNCF calibration each, about 2 minutes on x4plus) and scored
@@ -43,7 +43,7 @@ def luma255(img):
 def score(model, inputs, refs) -> dict:
     import torch
 
-    from mixq_nncf.metrics import niqe, psnr_y
+    from mixq_nncf.eval.metrics import niqe, psnr_y
 
     rows = []
     with torch.no_grad():
@@ -87,14 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from tqdm import tqdm
 
-    from mixq_nncf import data as D
-    from mixq_nncf.bench import machine_info
-    from mixq_nncf.config import load_config, parse_config, to_dict
+    from mixq_nncf.data import datasets as D
+    from mixq_nncf.ir.bench import machine_info
+    from mixq_nncf.config.files import load_config
+    from mixq_nncf.config.schema import parse_config, to_dict
     from mixq_nncf.io_utils import atomic_write_json
-    from mixq_nncf.metrics import niqe
+    from mixq_nncf.eval.metrics import niqe
     from mixq_nncf.models import load_generator
-    from mixq_nncf.qcheckpoint import load_quantized
-    from mixq_nncf.quantize import quantize, resolve_plan
+    from mixq_nncf.quant.checkpoint import load_quantized
+    from mixq_nncf.quant.ptq import quantize, resolve_plan
 
     cfg = load_config(args.config or str(files("mixq_nncf") / "data_files" / "demo.json"))
     fp32 = load_generator(cfg.model.arch, cfg.model.args, cfg.model.weights).eval()

@@ -71,3 +71,17 @@ def test_ncnn_scale_mismatch_is_named(anime_x4):
         ncnn_to_state_dict(param, binf, anime_x4)
     with pytest.raises(CheckpointError, match="PReLU"):
         ncnn_to_state_dict(param, binf, build_generator("realesrgan_x4plus_anime"))
+
+
+def test_shipped_compact_config_resolves_a_plan():
+    from pathlib import Path
+
+    from mixq_nncf.config.files import load_config
+    from mixq_nncf.config.plan import resolve_plan
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "compact" / "animevideov3_x4.json")
+    assert cfg.model.arch == "realesr_animevideov3_x4" and cfg.compression.overflow_fix == "auto"
+    model = build_generator(cfg.model.arch)
+    plan = resolve_plan(model, cfg.compression, tuple(cfg.input_info.range))
+    assert len(plan.layers) == 18
+    assert set(cfg.variants) == {"fp32", "ptq_int8", "ptq_mixed"}

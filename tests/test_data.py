@@ -2,9 +2,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mixq_nncf.data.datasets import (EvalPairs, TrainPatches, calibration_inputs, imresize, list_images, load_image, make_lr,
-                            match_lr, offline_photos, photo_manifest, resolve_images, save_image)
+from mixq_nncf.config.schema import parse_config
+from mixq_nncf.data.datasets import (EvalPairs, TrainPatches, calibration_inputs, imresize, list_images, load_image,
+                                     make_lr, match_lr, offline_photos, photo_manifest, resolve_images, save_image,
+                                     training_pairs)
 from mixq_nncf.errors import DataError
+from mixq_nncf.train.setup import train_patches
 
 
 def test_offline_split_is_fixed_disjoint_and_documented():
@@ -98,3 +101,57 @@ def test_dataset_layouts(tmp_path):
     gt.mkdir(parents=True)
     save_image(torch.rand(3, 16, 16), gt / "baboon.png")
     assert [p.name for p in resolve_images(str(tmp_path / "Set14"), "eval")] == ["baboon.png"]
+
+
+def _pairs(tmp_path, lr_size=(8, 10), lr_name="0001x4.png"):
+    hr_dir, lr_dir = tmp_path / "hr", tmp_path / "lr"
+    hr_dir.mkdir()
+    lr_dir.mkdir()
+    hr = torch.rand(3, 32, 40)
+    lr = torch.rand(3, *lr_size)
+    save_image(hr, hr_dir / "0001.png")
+    save_image(lr, lr_dir / lr_name)
+    return hr_dir, lr_dir, load_image(hr_dir / "0001.png"), load_image(lr_dir / lr_name)
+
+
+def test_train_lr_gives_the_training_patches_their_lr_images(tmp_path):
+    hr_dir, lr_dir, hr, lr = _pairs(tmp_path)
+    cfg = parse_config({"data": {"train": str(hr_dir), "train_lr": str(lr_dir)}, "training": {"patch_size": 16}})
+    ds = train_patches(cfg, 4, 0)  # the training loop's own data path
+    assert [p.name for p in ds.lr_paths] == ["0001x4.png"]
+    for i in range(4):
+        item = ds[i]
+        assert item["lr"].shape == (3, 4, 4) and item["hr"].shape == (3, 16, 16)
+        # every LR patch is a crop of the given LR image (up to flips / transposes), not a bicubic downscale
+        views = [lr, lr.flip(-1), lr.flip(-2), lr.flip(-1).flip(-2)]
+        views += [v.transpose(-1, -2) for v in views]
+        assert any(_contains(v, item["lr"]) for v in views)
+    assert not _contains(make_lr(hr, 4), ds[0]["lr"])
+    # without train_lr the LR is made from HR
+    bicubic = train_patches(parse_config({"data": {"train": str(hr_dir)}, "training": {"patch_size": 16}}), 4, 0)
+    assert bicubic.lr_paths is None
+
+
+def _contains(img: torch.Tensor, patch: torch.Tensor) -> bool:
+    ph, pw = patch.shape[-2:]
+    return any(torch.equal(img[:, t:t + ph, x:x + pw], patch) for t in range(img.shape[-2] - ph + 1)
+               for x in range(img.shape[-1] - pw + 1))
+
+
+def test_train_lr_with_the_wrong_scale_is_named(tmp_path):
+    hr_dir, lr_dir, _, _ = _pairs(tmp_path, lr_size=(16, 20))
+    hr_paths, lr_paths = training_pairs(str(hr_dir), str(lr_dir), 4)
+    with pytest.raises(DataError, match=r"0001x4.png is 20x16 but its HR image 0001.png is 40x32: at scale x4 the LR "
+                                        r"image must be 10x8; check data.train_lr holds the x4 LR set"):
+        TrainPatches(hr_paths, 4, 16, lr_paths=lr_paths)
+
+
+def test_train_lr_without_a_matching_name_is_named(tmp_path):
+    hr_dir, lr_dir, _, _ = _pairs(tmp_path, lr_name="other.png")
+    with pytest.raises(DataError, match=r"data.train_lr: no LR image for 0001.png in .*lr \(tried 0001x4, 0001_LR"):
+        training_pairs(str(hr_dir), str(lr_dir), 4)
+    with pytest.raises(DataError, match=r"data.train_lr pairs LR images with a folder of HR images, but data.train is "
+                                        r"'offline'"):
+        training_pairs("offline", str(lr_dir), 4)
+    with pytest.raises(DataError, match=r"1 LR images for 2 HR images"):
+        TrainPatches([hr_dir / "0001.png"] * 2, 4, 16, lr_paths=[lr_dir / "other.png"])

@@ -210,7 +210,7 @@ def test_all_compression_errors_reported_at_once_with_choices(tmp_path):
         assert needle in msg, needle
     assert "valid keys: algorithm, initializer" in msg  # each with the valid choices
     assert "supported: min_max, mixed_min_max, mean_min_max, mean_percentile" in msg
-    assert msg.startswith("7 problem(s)")
+    assert "nncf.json: 7 problem(s)" in msg
 
 
 def test_compression_list_and_overrides_reach_the_quantization_entry(tmp_path):

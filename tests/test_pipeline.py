@@ -1,11 +1,21 @@
 """`mixq run` end to end on a tiny generator: real NNCF, real OpenVINO IRs, real pyiqa NIQE, real photos."""
+import csv
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
+import torch
 
 from tiny_models import TINY
 from mixq_nncf.cli import main
+from mixq_nncf.config.plan import LayerPrecision, PrecisionPlan
+from mixq_nncf.config.schema import parse_config
+from mixq_nncf.data.datasets import load_image
+from mixq_nncf.io_utils import FAULT_ENV, FAULT_EXIT
+from mixq_nncf.pipeline import CachedOutputs, recipe_of
 
 TINY_RUN = {
     "name": "tiny-run",
@@ -54,8 +64,6 @@ def test_report_has_every_variant_with_measurements(tiny_run):
     assert report["peers"]["torch_fp32"]["latency_median_ms"] > 0
     assert report["training"]["qat_mixed"]["steps"] == 6
     # niqe_gap: per-photo |NIQE - fp32's NIQE| averaged, recomputed here from the per-image scores
-    import csv
-
     rows = list(csv.DictReader((out / "eval" / "per_image.csv").open()))
     ref = {r["image"]: float(r["niqe"]) for r in rows if r["variant"] == "fp32"}
     for name in ("fp32", "ptq_int8", "qat_mixed"):
@@ -73,9 +81,6 @@ def test_report_has_every_variant_with_measurements(tiny_run):
 
 def test_figure_samples_are_the_evaluated_outputs(tiny_run):
     """The side-by-side figure reuses eval's outputs; they must be the images that eval scored."""
-    import csv
-
-    from mixq_nncf.data.datasets import load_image
     from mixq_nncf.eval.metrics import psnr_y
 
     _, out = tiny_run
@@ -140,10 +145,6 @@ def test_rerun_with_changed_config_refuses_to_mix_results(tiny_run, capsys):
 
 
 def test_cached_reference_runs_the_model_once_per_input():
-    import torch
-
-    from mixq_nncf.pipeline import CachedOutputs
-
     calls = []
 
     def model(x):
@@ -169,12 +170,7 @@ def _deterministic(report: dict) -> dict:
 def test_killed_run_resumes_to_the_same_report(tiny_run, tmp_path):
     """Kill `mixq run` (no cleanup, as a power cut) during training, export and benchmark; each re-run resumes,
     and the final report equals the uninterrupted run's, with no half-written or mixed artefacts left."""
-    import os
-    import subprocess
-    import sys
-
     from mixq_nncf.ir.export import verify_ir
-    from mixq_nncf.io_utils import FAULT_ENV, FAULT_EXIT
 
     cfg, _ = tiny_run
     out, reference = tmp_path / "out", tmp_path / "reference"
@@ -217,13 +213,19 @@ def test_killed_run_resumes_to_the_same_report(tiny_run, tmp_path):
 
 
 def test_recipe_words_name_a_non_default_range_initialiser():
-    from mixq_nncf.config.schema import parse_config
-    from mixq_nncf.pipeline import recipe_of
-    from mixq_nncf.config.plan import LayerPrecision, PrecisionPlan
-
     plan = PrecisionPlan(layers={"a": LayerPrecision(8, 8), "b": LayerPrecision(16, 16)}, stage_of={})
     base = {k: v for k, v in TINY_RUN.items() if k != "variants"}
     assert recipe_of(parse_config(base), plan) == "QAT int8 + int16 x1"
     pct = json.loads(json.dumps(base))
     pct["compression"]["initializer"] = {"range": {"type": "mean_percentile", "max_percentile": 99.95}}
     assert recipe_of(parse_config(pct), plan) == "QAT int8 + int16 x1, ranges p0.01-p99.95"
+
+
+def test_pipeline_imports_without_openvino_or_pyiqa():
+    """Training runs where only torch and NNCF are installed: importing the pipeline must not need OpenVINO or
+    pyiqa (NNCF itself imports OpenVINO only when it is there), nor load our modules that use them."""
+    code = ("import sys; sys.modules['openvino'] = None; sys.modules['pyiqa'] = None; import mixq_nncf.pipeline; "
+            "print(sorted(m for m in sys.modules if m.startswith(('mixq_nncf.ir', 'mixq_nncf.eval.metrics'))))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -120,3 +120,30 @@ def test_training_checkpoint_is_plain_data(tmp_path):
     with zipfile.ZipFile(tmp_path / "t" / "checkpoints" / "last.pt") as z:
         data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
     assert not any(mod in data for mod in (b"numpy.core", b"numpy._core", b"collections\nCounter"))
+
+
+@pytest.mark.parametrize("damage", ["zero_bytes", "truncated", "not_torch"])
+def test_damaged_weights_file_is_one_line_naming_it(tmp_path, capsys, damage):
+    path = tmp_path / "w.pth"
+    if damage == "zero_bytes":
+        path.write_bytes(b"")
+    elif damage == "truncated":
+        torch.save({"params": tiny().state_dict()}, path)
+        path.write_bytes(path.read_bytes()[:500])
+    else:
+        path.write_bytes(b"<html>404 Not Found</html>")
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"model": {"arch": "msrresnet_x4", "args": {"num_feat": 8, "num_block": 1}, "weights": null}}')
+    assert main(["quantize", str(cfg), "--out", str(tmp_path / "o"), "--set", f"model.weights={path}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err and "unexpected" not in err
+    assert ("empty (0 bytes" in err) if damage == "zero_bytes" else ("download or copy it again" in err)
+    assert not (tmp_path / "o" / "quantized.pt").exists()
+
+
+def test_zero_byte_quantized_checkpoint_is_one_line(tmp_path, capsys):
+    (tmp_path / "q.pt").write_bytes(b"")
+    assert main(["export", str(tmp_path / "q.pt"), "--out", str(tmp_path / "ir")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"mixq export: error: {tmp_path / 'q.pt'}: the file is empty (0 bytes; an interrupted copy?); " \
+                  "re-create it with mixq"

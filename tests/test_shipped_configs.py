@@ -83,3 +83,13 @@ def test_docs_name_only_existing_files(doc):
             if not (glob.glob(str(ROOT / path)) if "*" in path else (ROOT / path).exists()):
                 missing.append(path)
     assert not missing, f"{doc} names files that do not exist: {missing}"
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_doc_links_resolve(doc):
+    """Relative Markdown links and images ('[x](../docs/a.md#part)') point at files that exist."""
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(([^)\s]+)\)", text)
+    local = [t.split("#")[0] for t in targets if not re.match(r"[a-z]+:", t) and not t.startswith("#")]
+    missing = [t for t in local if t and not ((ROOT / doc).parent / t).exists()]
+    assert not missing, f"{doc} links to files that do not exist: {missing}"

@@ -1,6 +1,7 @@
 """QAT on tiny quantized generators, on CPU, with the offline photos."""
 import copy
 import os
+from contextlib import nullcontext
 import subprocess
 import sys
 
@@ -9,12 +10,15 @@ import torch
 
 from tiny_models import TINY, tiny
 from mixq_nncf.config.schema import parse_config
+from mixq_nncf.data.datasets import TrainPatches, offline_photos
 from mixq_nncf.errors import MissingFileError, TrainingDiverged
-from mixq_nncf.train.vgg import _features
+from mixq_nncf.train.vgg import vgg19_layers
 from mixq_nncf.quant.checkpoint import load_quantized
 from mixq_nncf.quant.table import quantizer_table
 from mixq_nncf.quant.ptq import quantize_from_config
 from mixq_nncf.train.loop import train
+from mixq_nncf.train.setup import patch_batches
+from mixq_nncf.train.terms import LossWeights, loss_terms
 
 BASE = {
     "model": {"arch": "msrresnet_x4", "args": TINY, "weights": None},
@@ -59,7 +63,7 @@ def random_vgg19(tmp_path_factory) -> str:
     """A VGG19 file with torchvision's key names; the ImageNet weights are not available offline."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("vgg") / "vgg19.pth"
-    features = _features(37)
+    features = vgg19_layers(37)
     for m in features.modules():
         if isinstance(m, torch.nn.Conv2d):  # torchvision's VGG initialisation keeps deep features alive
             torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -115,6 +119,35 @@ def test_quantizer_scales_train(tmp_path):
     # the final checkpoint carries the trained scales and the plan
     restored = _quantizer_params(load_quantized(tmp_path / "final.pt").model)
     assert restored.keys() == after.keys() and all(torch.equal(restored[k], after[k]) for k in after)
+
+
+def _table(training: dict) -> list[tuple[str, float]]:
+    t = _cfg(training).training
+    terms = loss_terms(t, LossWeights.from_config(t), perceptual=None, taps=None, probe=None, disc=None,
+                       autocast=nullcontext)
+    return [(term.name, term.weight) for term in terms]
+
+
+def test_loss_table_holds_the_configured_terms_in_order():
+    """Only terms with a weight above 0 are in the table; distill_only drops the ground-truth terms and gives
+    distillation weight 1 when the config sets none."""
+    assert _table({"pixel_weight": 2.0, "gan_weight": 0.5, "fft_weight": 0.3}) == \
+        [("fft", 0.3), ("pixel", 2.0), ("gan_g", 0.5)]
+    assert _table({"pixel_weight": 2.0, "gan_weight": 0.5, "distill_only": True}) == [("distill", 1.0)]
+    assert _table({"distill_weight": 0.25, "perceptual_weight": 1.0, "distill_only": True}) == [("distill", 0.25)]
+
+
+def test_patch_batches_do_not_depend_on_the_worker_count():
+    """training.num_workers loads patches in other processes; batch s is still items s * batch_size onwards."""
+    ds = TrainPatches(offline_photos("train")[:3], 4, 32, seed=5)
+    steps = range(3, 6)
+    want = [[ds[s * 2 + j] for j in range(2)] for s in steps]
+    for workers in (0, 2):
+        got = list(patch_batches(ds, steps, 2, torch.device("cpu"), workers))
+        assert len(got) == len(steps), workers
+        for (lr, hr), items in zip(got, want):
+            assert torch.equal(lr, torch.stack([it["lr"] for it in items])), workers
+            assert torch.equal(hr, torch.stack([it["hr"] for it in items])), workers
 
 
 class _Killed(Exception):

@@ -149,37 +149,37 @@ def test_broken_ir_gives_one_line(damage, two_irs, tmp_path, capsys):
 
 def test_cached_audit_and_benchmark_follow_the_ir_content(two_irs, tmp_path):
     """A re-exported IR at the same path is measured again, never reported with the old IR's figures."""
-    from mixq_nncf.pipeline import VariantArtifacts, _audit, _benchmark
+    from mixq_nncf.pipeline import VariantArtifacts, audit_variant, benchmark_variants
 
     cfg = _cfg(benchmark={"input_size": [16, 16], "iterations": 2, "warmup": 1, "peers": []},
                input_info={"sample_size": [1, 3, 16, 16]})
     folder = tmp_path / "v"
     xml = _copy_ir(two_irs["int8"], folder / "model.xml")
     logs = []
-    audit, _ = _audit(cfg, xml, folder, logs.append)
+    audit, _ = audit_variant(cfg, xml, folder, logs.append)
     assert audit["conv_int8"] > 0 and audit["conv_fp32"] == 0
     arts = {"v": VariantArtifacts(name="v", folder=folder, recipe="x", ir=xml, audit=audit)}
-    first = _benchmark(cfg, arts, None, None, tmp_path, logs.append, False)
-    _benchmark(cfg, arts, None, None, tmp_path, logs.append, False)
+    first = benchmark_variants(cfg, arts, None, None, tmp_path, logs.append, False)
+    benchmark_variants(cfg, arts, None, None, tmp_path, logs.append, False)
     assert logs.count("[5/7] benchmark found") == 1
     _copy_ir(two_irs["fp32"], xml)  # re-exported: other content, same name
-    audit, _ = _audit(cfg, xml, folder, logs.append)
+    audit, _ = audit_variant(cfg, xml, folder, logs.append)
     assert audit["conv_int8"] == 0 and audit["conv_fp32"] > 0
-    second = _benchmark(cfg, arts, None, None, tmp_path, logs.append, False)
+    second = benchmark_variants(cfg, arts, None, None, tmp_path, logs.append, False)
     assert logs.count("[5/7] benchmark found") == 1
     assert second["stats"]["v"]["gmac"] == pytest.approx(first["stats"]["v"]["gmac"])
 
 
 def test_run_honours_the_configured_input_range(tmp_path):
     """`mixq run` pins the image-input quantizer to input_info.range, as `mixq quantize` does."""
-    from mixq_nncf.pipeline import _quantized_model
+    from mixq_nncf.pipeline import quantized_model
     from mixq_nncf.quant.table import quantizer_table
     from tiny_models import calibration_tensors
 
     cfg = _cfg(input_info={"sample_size": [1, 3, 16, 16], "range": [0.0, 2.0]},
                compression={"stages": {"feature_extraction": {"bits": 16}}})
-    model, plan = _quantized_model(cfg, tiny(), tmp_path / "v", tmp_path / "cache",
-                                   lambda: [c * 2 for c in calibration_tensors()], lambda m: None)
+    model, plan = quantized_model(cfg, tiny(), tmp_path / "v", tmp_path / "cache",
+                                  lambda: [c * 2 for c in calibration_tensors()], lambda m: None)
     row = next(r for r in quantizer_table(model) if r.model_input)
     assert row.bits == 16 and (row.range_low, row.range_high) == (0.0, 2.0)
 
@@ -388,3 +388,107 @@ def test_overruled_fp32_wish_is_named(calibration):
     wish = dataclasses.replace(plan, layers=layers)
     conflicts = apply_plan(qmodel, wish, example=calibration[0]).conflicts
     assert any(c.startswith("body.0.rdb1.conv2: asked for an fp32") and "stays int8" in c for c in conflicts)
+
+
+# ----------------------------------------------------------------------------------------------
+# one writer per run folder; outputs checked before any work
+
+_HOLD = """
+import sys, time
+from types import SimpleNamespace
+from mixq_nncf.cli.common import output_guard
+with output_guard("quantize", SimpleNamespace(out=sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_second_process_on_the_same_out_stops_at_once(tmp_path, capsys):
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        cfg = tmp_path / "c.json"
+        cfg.write_text(json.dumps(TRAIN))
+        second = subprocess.run([sys.executable, "-m", "mixq_nncf.cli", "quantize", str(cfg), "--out", str(out)],
+                                capture_output=True, text=True, timeout=120)
+        err = second.stderr.strip().splitlines()
+        assert second.returncode == 2 and len(err) == 1, second.stderr
+        assert f"{out} is in use by process {holder.pid} (started " in err[0]
+        assert err[0].endswith("wait for it or use another --out")
+        assert not (out / "quantized.pt").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)  # a crash: no clean-up runs
+        holder.wait()
+    assert (out / ".mixq.lock").exists()  # left behind by the killed holder, and it must not block
+    bad = tmp_path / "bad.json"
+    bad.write_text("[]")
+    assert main(["quantize", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "must be a JSON object" in err and "in use" not in err
+    assert not (out / ".mixq.lock").exists()  # released on exit
+
+
+def test_sweep_shards_share_a_folder_that_others_cannot_take(tmp_path):
+    from mixq_nncf.io_utils import folder_lock
+
+    with folder_lock(tmp_path, shared=True), folder_lock(tmp_path, shared=True):
+        with pytest.raises(OutputError, match=r"is in use by process \d+ .*wait for it or use another --out"):
+            with folder_lock(tmp_path):
+                pass
+    with folder_lock(tmp_path):
+        pass
+
+
+def _read_only_folder(tmp_path):
+    if os.geteuid() == 0:  # root writes through permission bits: use a folder of a read-only file system
+        return "/sys/kernel"
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return str(folder)
+
+
+@pytest.mark.parametrize("command", [["quantize", "c.json"], ["export", "q.pt"], ["train", "c.json"],
+                                     ["run", "c.json"], ["sweep", "c.json"], ["upscale", "m.xml", "in.png"],
+                                     ["eval", "--pred", "p", "--gt", "g"]])
+@pytest.mark.parametrize("problem", ["file", "read_only", "full"])
+def test_every_writing_command_checks_its_out_before_work(command, problem, tmp_path, capsys, monkeypatch):
+    import shutil as sh
+
+    if problem == "file":
+        out = tmp_path / "taken"
+        out.write_text("a file the user keeps")
+        message = f"--out {out} is a file, not a folder"
+    elif problem == "read_only":
+        out = _read_only_folder(tmp_path)
+        message = f"--out {out} is not writable"
+    else:
+        out = tmp_path / "o"
+        message = "MB free but this needs about"
+
+        class Usage:
+            free = 200_000
+
+        monkeypatch.setattr(sh, "disk_usage", lambda p: Usage)
+    assert main([*command, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "not found" not in err
+    if problem == "file":
+        assert (tmp_path / "taken").read_text() == "a file the user keeps"
+
+
+def test_export_static_smaller_than_the_parity_images(tmp_path, capsys):
+    from mixq_nncf.quant.checkpoint import save_quantized
+
+    ckpt = save_quantized(tiny(), tmp_path / "q.pt", arch="msrresnet_x4", args=TINY, plan=None)
+    assert main(["export", str(ckpt), "--out", str(tmp_path / "e"), "--static", "16", "24"]) == 0, \
+        capsys.readouterr().err
+    report = json.loads((tmp_path / "e" / "export.json").read_text())
+    assert report["parity"]["passed"]
+    assert main(["export", str(ckpt), "--out", str(tmp_path / "e0"), "--static", "0", "16"]) == 2
+    assert "--static 0 16: both sides must be at least 1" in capsys.readouterr().err

@@ -261,3 +261,111 @@ def test_export_ships_the_f32_hint_and_bench_shows_the_default(ir):
     report = {"machine": {"flags": ["avx512_bf16"]}, "variants": {}}
     assert "INFERENCE_PRECISION_HINT=f32" in render_markdown(report)
     assert "INFERENCE_PRECISION_HINT=f32" not in render_markdown({"machine": {"flags": []}, "variants": {}})
+
+
+# -- bad inputs: orientation, size budget, altered IRs -------------------------------------------------------------
+
+def _png_declaring(path: Path, width: int, height: int) -> Path:
+    """A small file whose PNG header declares width x height (the pixel data stops after one row)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * (3 * width + 1)))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def _with_orientation(arr: np.ndarray, path: Path, orientation: int) -> Path:
+    from PIL import Image
+
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = orientation
+    img.save(path, exif=exif.tobytes(), **({"quality": 95} if path.suffix == ".jpg" else {}))
+    return path
+
+
+def test_exif_orientation_is_applied_as_pillow_does(tmp_path):
+    from PIL import Image, ImageOps
+
+    arr = RNG.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
+    for orientation in range(1, 9):
+        path = _with_orientation(arr, tmp_path / f"o{orientation}.png", orientation)
+        want = np.asarray(ImageOps.exif_transpose(Image.open(path)))
+        got = np.rint(read_image(path).rgb * 255).astype(np.uint8)
+        assert got.shape == want.shape and np.array_equal(got, want), orientation
+    jpg = _with_orientation(np.ascontiguousarray(np.broadcast_to(np.arange(40, dtype=np.uint8)[None, :, None] * 6,
+                                                                 (24, 40, 3))), tmp_path / "phone.jpg", 6)
+    pic = read_image(jpg)
+    assert pic.size == (40, 24)  # shown rotated 90 degrees clockwise: portrait
+    want = np.asarray(ImageOps.exif_transpose(Image.open(jpg)), dtype=np.float32) / 255
+    assert np.abs(pic.rgb - want).max() < 1e-6
+
+
+def test_declared_size_over_the_budget_is_refused_before_decoding(tmp_path):
+    big = _png_declaring(tmp_path / "big.png", 13000, 13000)
+    with pytest.raises(DataError, match=r"big\.png: 13000x13000 is 169\.0 M pixels, over the 36\.0 M pixel budget "
+                                        r"\(it would need about 8\.1 GB.*--max-pixels 169000000"):
+        read_image(big)
+    mid = _png_declaring(tmp_path / "mid.png", 2000, 2000)
+    with pytest.raises(DataError, match=r"2000x2000 upscaled x4 to 8000x8000 is 64\.0 M pixels"):
+        read_image(mid, scale=4)
+    bomb = _png_declaring(tmp_path / "bomb.png", 15000, 15000)  # over Pillow's own limit when ours is off
+    with pytest.raises(DataError, match=r"bomb\.png.*decompression bomb"):
+        read_image(bomb, max_pixels=0)
+
+
+@pytest.fixture(scope="module")
+def other_ir(tmp_path_factory) -> Path:
+    from mixq_nncf.models import build_generator
+    from tiny_models import TINY
+
+    torch.manual_seed(1)
+    model = build_generator("msrresnet_x4", **TINY).eval()
+    return export_ir(model, tmp_path_factory.mktemp("other") / "tiny.xml", example_input=torch.rand(1, 3, 16, 16))
+
+
+@pytest.mark.parametrize("damage", ["altered_in_place", "swapped"])
+def test_upscale_refuses_a_bin_that_is_not_the_exported_one(ir, other_ir, tmp_path, damage):
+    from mixq_nncf.errors import IRError
+
+    xml = tmp_path / "m.xml"
+    for suffix in (".xml", ".bin", ".json"):
+        xml.with_suffix(suffix).write_bytes(ir.with_suffix(suffix).read_bytes())
+    binf = xml.with_suffix(".bin")
+    if damage == "swapped":
+        binf.write_bytes(other_ir.with_suffix(".bin").read_bytes())
+    else:
+        data = bytearray(binf.read_bytes())
+        data[len(data) // 2] ^= 0x40
+        binf.write_bytes(bytes(data))
+    assert binf.stat().st_size == ir.with_suffix(".bin").stat().st_size
+    with pytest.raises(IRError, match=r"m\.bin does not belong to m\.json"):
+        Upscaler(xml)
+    cv2.imwrite(str(tmp_path / "in.png"), np.zeros((8, 8, 3), np.uint8))
+    r = _mixq("upscale", xml, tmp_path / "in.png", "--out", tmp_path / "o", "--no-progress")
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1 and "m.bin does not belong" in err[0] and "re-export" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_batch_skips_a_huge_image_and_writes_the_rest_upright(ir, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    _with_orientation(RNG.integers(0, 256, size=(6, 10, 3), dtype=np.uint8), src / "a_phone.jpg", 6)
+    _png_declaring(src / "b_huge.png", 13000, 13000)
+    cv2.imwrite(str(src / "c_ok.png"), RNG.integers(0, 256, size=(8, 8, 3), dtype=np.uint8))
+    r = _mixq("upscale", ir, src, "--out", tmp_path / "out", "--no-progress")
+    assert r.returncode == 1, r.stderr
+    summary = json.loads(r.stdout)
+    assert sorted(Path(p).name for p in summary["written"]) == ["a_phone_x4.jpg", "c_ok_x4.png"]
+    assert list(summary["failed"]) == [str(src / "b_huge.png")]
+    assert "b_huge.png: 13000x13000 upscaled x4" in r.stderr and "--max-pixels" in r.stderr
+    assert "unexpected" not in r.stderr and "Traceback" not in r.stderr
+    assert read_image(tmp_path / "out" / "a_phone_x4.jpg").size == (40, 24)  # portrait, as the input displays
+    r = _mixq("upscale", ir, src / "b_huge.png", "--out", tmp_path / "out2", "--no-progress", "--max-pixels", "1M")
+    assert r.returncode == 2 and "over the 1.0 M pixel budget" in r.stderr

@@ -4,6 +4,29 @@ from __future__ import annotations
 import argparse
 
 
+def _size(text: str) -> tuple[int, int]:
+    """'HxW' in LR pixels, each side at least 1."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HxW in LR pixels, e.g. 64x64") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: both sides must be at least 1 pixel")
+    return h, w
+
+
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be at least {minimum}")
+        return value
+    return parse
+
+
 def add_parser(p: argparse.ArgumentParser, name: str) -> None:
     p.description = ("Time OpenVINO IRs on this CPU in one interleaved run (every round runs each target once, so "
                      "noise hits all alike). Reports median / p90 latency, speed-up against --baseline, GMAC per "
@@ -12,11 +35,11 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("irs", nargs="+", help="IR .xml files")
     p.add_argument("--baseline", help="IR whose latency is 1.00x (default: the first)")
     p.add_argument("--torch-fp32", action="store_true", help="also time the PyTorch eager fp32 model")
-    p.add_argument("--input-size", default="64x64", help="LR input HxW (default 64x64)")
-    p.add_argument("--threads", type=int, default=0, help="inference threads (0 = OpenVINO's latency default)")
-    p.add_argument("--streams", type=int, default=1, help="streams (with --threads)")
-    p.add_argument("--iterations", type=int, default=100, help="timed rounds (default 100)")
-    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--input-size", type=_size, default=(64, 64), metavar="HxW", help="LR input HxW (default 64x64)")
+    p.add_argument("--threads", type=_count(0), default=0, help="inference threads (0 = OpenVINO's latency default)")
+    p.add_argument("--streams", type=_count(1), default=1, help="streams (with --threads)")
+    p.add_argument("--iterations", type=_count(1), default=100, help="timed rounds (default 100)")
+    p.add_argument("--warmup", type=_count(0), default=10)
     p.add_argument("--throughput", action="store_true", help="also measure async throughput (frames/s)")
     p.add_argument("--default-precision", action="store_true",
                    help="also time each IR as plain OpenVINO compiles it (no precision hint: bf16 on CPUs with "
@@ -46,7 +69,7 @@ def run(args) -> int:
     from mixq_nncf.ir.export import read_meta
     from mixq_nncf.io_utils import atomic_write_json, atomic_write_text
 
-    h, w = (int(v) for v in args.input_size.lower().split("x"))
+    h, w = args.input_size
     paths = [Path(p) for p in args.irs]
     if args.baseline and Path(args.baseline) not in paths:
         paths.insert(0, Path(args.baseline))
@@ -63,6 +86,11 @@ def run(args) -> int:
         from mixq_nncf.models import load_generator
 
         meta = read_meta(paths[0])
+        if not isinstance(meta.get("arch"), str):
+            from mixq_nncf.cli import UserError
+
+            raise UserError(f"--torch-fp32: {paths[0].with_suffix('.json')} does not name the model's arch (an IR "
+                            "exported elsewhere); drop --torch-fp32 or re-export the IR with mixq")
         targets.append(Target("torch_fp32", "torch", model=load_generator(meta["arch"], meta.get("args"),
                                                                            meta.get("weights"))))
     stats = benchmark(targets, input_size=(h, w), threads=args.threads, streams=args.streams,

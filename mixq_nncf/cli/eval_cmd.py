@@ -88,10 +88,16 @@ def run(args) -> int:
         model = _runner(args.model, args.arch)
         reference = _runner(args.reference, args.arch) if args.reference else None
         pairs = EvalPairs(resolve_images(args.data, args.split)[: args.max_images], args.scale)
-        for pair in tqdm(pairs, desc="eval", total=len(pairs)):
+        for i, pair in enumerate(tqdm(pairs, desc="eval", total=len(pairs))):
+            if min(pair["lr"].shape[-2:]) < 1:
+                raise DataError(f"{pairs.hr_paths[i]} is too small for x{args.scale}: a side under {args.scale} "
+                                "pixels leaves no LR pixel; remove it from --data")
             pred = model(pair["lr"]).clamp(0, 1)
             ref = reference(pair["lr"]).clamp(0, 1) if reference else None
-            rows.append({"image": pair["name"], **suite.score(pred, reference=ref, gt=pair["hr"])})
+            try:
+                rows.append({"image": pair["name"], **suite.score(pred, reference=ref, gt=pair["hr"])})
+            except DataError as exc:
+                raise DataError(f"{pairs.hr_paths[i]}: {exc}") from None
     if not rows:
         raise UserError("nothing to evaluate")
     summary = suite.summarize(rows)

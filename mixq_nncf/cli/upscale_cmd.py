@@ -15,7 +15,9 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
         "reported and skipped; the exit code is then 1 (2 when none was written). "
         "Prints a JSON summary on stdout.")
     p.add_argument("ir", help="IR .xml (from `mixq export` or `mixq run`; the .bin must sit beside it)")
-    p.add_argument("images", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    p.add_argument("images", nargs="+", metavar="INPUT",
+                   help="image files, folders or globs; or video files (.mp4, .mkv, .mov, ...: frame rate, frame "
+                        "count and sound kept; an interrupted video resumes where it stopped)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--tile", type=int, default=None,
                    help="largest LR tile side in pixels; 0 = whole image (default: whole up to 512x512, else 384)")
@@ -24,6 +26,9 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
                         "at the radius tiled output equals untiled output exactly)")
     p.add_argument("--scale", type=int, help="expected upscale factor; it comes from the IR, a different value "
                                              "is an error")
+    p.add_argument("--outscale", type=float, default=None,
+                   help="final size = OUTSCALE x the input: the network's output is resized (Lanczos up, area down), "
+                        "e.g. 2 with a x4 model (default: the network's scale)")
     p.add_argument("--precision", default="f32", choices=["f32", "bf16", "f16", "default"],
                    help="inference precision of non-int8 layers (default f32, as mixq measures; 'default' = "
                         "OpenVINO's own choice, bf16 on AVX512-BF16/AMX CPUs)")
@@ -110,6 +115,22 @@ def output_names(paths: list[Path], scale: int, fmt: str = "same") -> list[str]:
     return final
 
 
+def _run_videos(args) -> int:
+    """Video inputs go to serve.video, one after another (each uses every core); a JSON summary per video."""
+    import json
+
+    from mixq_nncf.errors import MixqError
+    from mixq_nncf.serve.video import is_video, upscale_video
+
+    if not all(is_video(s) for s in args.images):
+        raise MixqError("INPUT mixes videos and images; upscale them in separate runs")
+    results = [upscale_video(args.ir, s, args.out, outscale=args.outscale, precision=args.precision,
+                             threads=args.threads, tile=args.tile, overlap=args.overlap,
+                             progress=not args.no_progress).to_dict() for s in args.images]
+    print(json.dumps({"videos": results}, indent=2))
+    return 0
+
+
 def run(args) -> int:
     import json
     import sys
@@ -119,6 +140,7 @@ def run(args) -> int:
     from mixq_nncf.errors import DataError, MixqError
     from mixq_nncf.data.imageio import read_image, write_image
     from mixq_nncf.serve.upscale import Upscaler
+    from mixq_nncf.serve.video import is_video, outscale_picture
 
     start = time.perf_counter()
     for flag in ("tile", "overlap", "threads"):
@@ -127,12 +149,15 @@ def run(args) -> int:
             raise MixqError(f"--{flag} must be >= 0, got {value}")
     if args.streams is not None and args.streams < 1:
         raise MixqError(f"--streams must be >= 1, got {args.streams}")
+    if any(is_video(s) for s in args.images):
+        return _run_videos(args)
     paths = expand_inputs(args.images)
     up = Upscaler(args.ir, tile=args.tile, overlap=args.overlap, precision=args.precision, threads=args.threads,
                   streams=args.streams, scale=args.scale, progress=not args.no_progress,
                   cache=not args.no_cache, max_pixels=args.max_pixels)
     out_dir = Path(args.out)
-    names = dict(zip(paths, output_names(paths, up.scale, args.format)))
+    label = args.outscale if args.outscale and not float(args.outscale).is_integer() else int(args.outscale or up.scale)
+    names = dict(zip(paths, output_names(paths, label, args.format)))
     failed: dict[str, str] = {}
     written: list[str] = []
 
@@ -146,17 +171,18 @@ def run(args) -> int:
     seams, tiled = None, 0
     with up:
         for p, result in up.upscale_stream(pictures()):
+            h, w = result.size
+            result = outscale_picture(result, (h // up.scale, w // up.scale), args.outscale)
             try:
                 written.append(str(write_image(result, out_dir / names[p])))
             except DataError as exc:
                 failed[str(p)] = str(exc)
                 continue
-            h, w = result.size
             tiled += len(up.tiles_for(h // up.scale, w // up.scale)) > 1
         if args.check_seams and written:
             first = next(p for p in paths if str(p) not in failed)
             seams = up.seam_error(read_image(first).rgb)
-    summary = {"written": written, "failed": failed, "scale": up.scale, "tile": up.tile, "overlap": up.overlap,
+    summary = {"written": written, "failed": failed, "scale": up.scale, "outscale": args.outscale, "tile": up.tile, "overlap": up.overlap,
                "receptive_radius": up.reach.radius, "exact": up.exact or not tiled, "tiled_images": tiled, "precision": args.precision,
                "seconds": round(time.perf_counter() - start, 3)}
     if seams is not None:

@@ -104,11 +104,16 @@ def load_config(path: str | Path, overrides: list[str] | None = None, notes: lis
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the config must be a JSON object {{...}}, got {json.dumps(data)[:40]}; "
                           "start from one of the files in configs/")
-    if is_nncf_config(data):
-        return load_nncf_config(data, overrides or [], name=path.stem, source=str(path), notes=notes)
-    data.pop("$schema", None)
-    data.pop("description", None)
-    return parse_config(calibration_follows_init_samples(apply_overrides(data, overrides or [])))
+    try:
+        if is_nncf_config(data):
+            return load_nncf_config(data, overrides or [], name=path.stem, source=str(path), notes=notes)
+        data.pop("$schema", None)
+        data.pop("description", None)
+        return parse_config(calibration_follows_init_samples(apply_overrides(data, overrides or [])))
+    except ConfigError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def calibration_follows_init_samples(data: dict) -> dict:
@@ -118,7 +123,7 @@ def calibration_follows_init_samples(data: dict) -> dict:
     rng = comp.get("initializer", {}).get("range", {}) if isinstance(comp, dict) and isinstance(
         comp.get("initializer"), dict) else {}
     n = rng.get("num_init_samples") if isinstance(rng, dict) else None
-    if isinstance(n, int) and not isinstance(n, bool) and isinstance(data.get("data", {}), dict) \
+    if isinstance(n, int) and not isinstance(n, bool) and n >= 1 and isinstance(data.get("data", {}), dict) \
             and "calibration_samples" not in data.get("data", {}):
         data = {**data, "data": {**data.get("data", {}), "calibration_samples": n}}
     return data

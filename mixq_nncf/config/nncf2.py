@@ -286,14 +286,18 @@ def summary_lines(tr: Translation) -> list[str]:
 def conversion(data: dict, overrides: list[str], *, name: str, source: str) -> dict:
     """What `mixq config convert` shows: the mixq config, ignored keys, notes, the commands for hawq / autoq and,
     when the model is named, the bits every conv layer gets (so scope errors show here too)."""
-    tr = translate_with_overrides(data, overrides, name)
+    try:
+        tr = translate_with_overrides(data, overrides, name)
+        # with no model named, a stand-in architecture validates the rest
+        cfg = parse_config(tr.config if model_named(tr.config) else
+                           {**tr.config, "model": {"arch": "msrresnet_x4", "weights": None}})
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     report: dict[str, Any] = {"config": tr.config, "ignored": tr.ignored, "notes": list(tr.notes), "commands": [],
                               "layers": {}}
     if not model_named(tr.config):
         report["notes"].append("no model named: add --set model.arch=ARCH --set model.weights=PATH to use this config")
-        parse_config({**tr.config, "model": {"arch": "msrresnet_x4", "weights": None}})  # validates the rest
     else:
-        cfg = parse_config(tr.config)
         if cfg.compression is not None:
             model = build_generator(cfg.model.arch, **cfg.model.args).eval()
             plan = resolve_plan(model, cfg.compression, tuple(cfg.input_info.range))

@@ -10,7 +10,9 @@ import torch
 from mixq_nncf.config.nncf2_sections import Translation
 from mixq_nncf.models import build_generator
 
+
 def model_named(config: dict) -> bool:
+    """Whether a translated config names the SR model (an NNCF file names a classification model, or none)."""
     return isinstance(config.get("model"), dict) and "arch" in config["model"]
 
 

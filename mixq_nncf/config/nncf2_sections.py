@@ -63,12 +63,11 @@ def bits_value(value: Any, where: str, errors: Collector) -> Optional[int]:
     """NNCF's bits: an integer 2..16; an integral number or a name 'int2'..'int16' reads as in mixq's format."""
     try:
         bits = parse_bits(value, where)
-    except ConfigError as exc:
-        errors.errors.append(str(exc))
-        return None
+    except ConfigError:
+        bits = None
     if bits is None:
-        errors.errors.append(f"{where}: {value!r} is not a bit width; use an integer 2..16 (a layer left out of the "
-                             "quantizer's scopes stays fp32)")
+        errors.errors.append(f"{where}: {value!r} is not a bit width; use an integer 2..16 or a name 'int2'..'int16' "
+                             "(a layer left out of the quantizer's scopes stays fp32)")
     return bits
 
 

@@ -43,4 +43,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         except ConfigError as exc:
             raise ConfigError(f"--set {item!r}: {exc}") from None
         node[keys[-1]] = value
+    if overrides:
+        try:  # long key paths nest too
+            check_json_values(out)
+        except ConfigError as exc:
+            raise ConfigError(f"--set: {exc}") from None
     return out

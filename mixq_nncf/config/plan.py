@@ -12,6 +12,7 @@ from typing import Iterable, Optional
 from torch import nn
 
 from mixq_nncf.config.schema import CompressionSection, bits_name, parse_bits
+from mixq_nncf.config.scopes import normalized, trace_scopes
 
 from mixq_nncf.errors import ConfigError
 from mixq_nncf.errors import ScopeError
@@ -122,8 +123,6 @@ def resolve_plan(model: nn.Module, compression: CompressionSection,
     layers = conv_layers(model)
     trace = None
     if compression.regex_search or compression.activation_outputs:
-        from mixq_nncf.config.scopes import trace_scopes
-
         trace = trace_scopes(model)
     opts = {"search": compression.regex_search, "aliases": trace.layer_scopes if trace else None,
             "validate": compression.validate_scopes}
@@ -168,8 +167,6 @@ def resolve_plan(model: nn.Module, compression: CompressionSection,
 def _output_bits(outputs: dict, trace) -> dict[str, Optional[int]]:
     """NNCF 2.x '<op>|OUTPUT' bits -> activation bits of the conv layers reading that op's output (through
     data-movement ops). A conv fed by several named outputs (a concat) takes the highest bits."""
-    from mixq_nncf.config.scopes import normalized
-
     by_norm: dict[str, tuple[str, ...]] = {}
     for op, consumers in trace.output_consumers.items():
         by_norm.setdefault(normalized(op), consumers)

@@ -18,6 +18,7 @@ from mixq_nncf.config.values import PRECISION_NAMES, bits_name  # noqa: F401  (r
 from mixq_nncf.config.values import (Choice, NonNegFloat, NonNegInt, PositiveInt, PrecisionValue, Range, Seed,
                                      parse_bits)
 from mixq_nncf.errors import ConfigError
+from mixq_nncf.models.detect import fill_model_section
 
 STAGE_NAMES = ("feature_extraction", "body", "upsampling", "reconstruction")
 
@@ -347,9 +348,7 @@ def deep_merge(base: dict, update: dict) -> dict:
 def parse_config(data: dict) -> Config:
     if not isinstance(data, dict):
         raise ConfigError("the config must be a JSON object")
-    if isinstance(data.get("model"), dict) and "arch" not in data["model"]:
-        from mixq_nncf.models.detect import fill_model_section  # reads the checkpoint only when no arch is named
-
+    if isinstance(data.get("model"), dict) and "arch" not in data["model"]:  # read from the checkpoint
         data = {**data, "model": fill_model_section(data["model"])}
     cfg = from_dict(Config, data)
     for name, partial in cfg.variants.items():

@@ -227,13 +227,17 @@ def to_gray(rgb: np.ndarray) -> np.ndarray:
     return rgb @ _LUMA
 
 
-def quantize_samples(x: np.ndarray, bits: int) -> np.ndarray:
-    """[0, 1] floats -> uint8/uint16, rounded to nearest (in place on one temporary: a 1080p frame is 6 M samples)."""
+def quantize_samples(x: np.ndarray, bits: int, rows: int = 256) -> np.ndarray:
+    """[0, 1] floats -> uint8/uint16, rounded to nearest. Strips of ``rows`` rows go through one small float
+    temporary: a whole-image one would cost 12 bytes per pixel at the peak of writing an 8K output."""
     peak = 65535.0 if bits == 16 else 255.0
-    y = np.multiply(x, np.float32(peak), dtype=np.float32)
-    y += np.float32(0.5)
-    np.clip(y, 0, peak, out=y)
-    return y.astype(np.uint16 if bits == 16 else np.uint8)
+    out = np.empty(x.shape, np.uint16 if bits == 16 else np.uint8)
+    for r in range(0, x.shape[0], rows):
+        y = np.multiply(x[r:r + rows], np.float32(peak), dtype=np.float32)
+        y += np.float32(0.5)
+        np.clip(y, 0, peak, out=y)
+        out[r:r + rows] = y
+    return out
 
 
 def picture_array(pic: Picture) -> np.ndarray:
@@ -264,8 +268,8 @@ def write_image(pic: Picture, path: str | Path) -> Path:
     cv2 = _cv2() if not (arr.ndim == 3 and arr.shape[2] == 2 and pic.bits == 8) else None
     if cv2 is not None:
         bgr = arr
-        if arr.ndim == 3 and arr.shape[2] in (3, 4):
-            bgr = arr[:, :, [2, 1, 0, 3][:arr.shape[2]]]
+        if arr.ndim == 3 and arr.shape[2] in (3, 4):  # in place: arr is ours, and an 8K copy is 100 MB
+            bgr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR if arr.shape[2] == 3 else cv2.COLOR_RGBA2BGRA, dst=arr)
         elif arr.ndim == 3 and arr.shape[2] == 2:  # OpenCV writes no 16-bit gray+alpha: store as BGRA
             g = arr[:, :, :1]
             bgr = np.concatenate([g, g, g, arr[:, :, 1:]], axis=2)
@@ -275,7 +279,8 @@ def write_image(pic: Picture, path: str | Path) -> Path:
             ok, buf = cv2.imencode(ext, np.ascontiguousarray(bgr))
             if not ok:
                 raise DataError(f"cannot encode {path} as {suffix}")
-            tmp.write_bytes(buf.tobytes())
+            with open(tmp, "wb") as f:
+                f.write(memoryview(buf))  # no bytes copy of the encoded file
         return atomic_write(path, write)
     from PIL import Image
 

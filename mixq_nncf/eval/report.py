@@ -8,17 +8,20 @@ from pathlib import Path
 from typing import Any
 
 from mixq_nncf.io_utils import atomic_write
+from mixq_nncf.ir.precision import NO_BF16_NOTE
 
 INT16_NOTE = ("OpenVINO's CPU plugin removes every 65536-level (16-bit) FakeQuantize when it compiles the model: "
               "layers quantized to 16 bits run as fp32 convolutions. 'int16 first/last + int8' therefore runs "
               "exactly like 'first/last fp32 + int8' on this backend; the runtime column shows what really runs.")
 
-DEPLOY_NOTE = ("every latency and quality figure here was measured with INFERENCE_PRECISION_HINT=f32. This CPU has "
-               "AVX512-BF16/AMX, so plain OpenVINO (benchmark_app, the model server, compile_model without a config) "
-               "runs every layer that is not int8 in bf16 instead: a mixed variant's 16-bit layers lose the "
-               "precision they were kept for (Real-ESRGAN x4plus QAT mixed: 33.97 dB fidelity with f32, 31.87 dB "
-               "with the default, below all-int8). Deploy with the hint: each IR's .json `deployment` entry and "
-               ".ovms.json carry it; `mixq bench --default-precision` times both settings.")
+DEPLOY_NOTE = ("this CPU has AVX512-BF16/AMX, so plain OpenVINO (benchmark_app, the model server, compile_model "
+               "without a config) runs every layer that is not int8 in bf16. IRs exported with per-layer precision "
+               "carry an f32 mark on each convolution that must stay f32 and were measured with no hint, as deployed "
+               "(their .json `deployment` says \"no hint: per-layer precision is in the IR\"). IRs without marks were "
+               "measured with INFERENCE_PRECISION_HINT=f32 and must be deployed with it: under the default a mixed "
+               "variant's 16-bit layers lose the precision they were kept for (Real-ESRGAN x4plus QAT mixed: 33.97 dB "
+               "fidelity with f32, 31.87 dB with the default, below all-int8); each IR's .json `deployment` entry and "
+               ".ovms.json carry the hint; `mixq bench --default-precision` times both settings.")
 
 
 def _fmt(value: Any, spec: str = ".2f", missing: str = "-") -> str:
@@ -53,18 +56,28 @@ def variant_table(report: dict) -> str:
         for key in v.get("quality", {}):
             if key not in quality_keys:
                 quality_keys.append(key)
-    head = (["variant", "recipe", "IR .bin MB", "size vs fp32", "convs int8/fp32 at runtime", "latency ms (median)",
-             "p90 ms", "speed-up vs OV fp32"] + quality_keys)
+    baselines = report.get("baselines") or {}
+    default_ms = (baselines.get("default") or {}).get("latency_median_ms")
+    f32_ms = (baselines.get("f32_hint") or {}).get("latency_median_ms")
+    if default_ms:
+        prec = (baselines.get("default") or {}).get("precision") or "?"
+        lead = [f"speed-up vs OV fp32 IR, defaults ({prec} here)", "vs OV fp32 IR, f32 hint"]
+    else:
+        lead = ["speed-up vs OV fp32"]
+    head = (["variant"] + lead + ["recipe", "IR .bin MB", "size vs fp32", "convs int8/fp32 at runtime",
+                                  "latency ms (median)", "p90 ms"] + quality_keys)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, v in variants.items():
         counts = v.get("runtime_precision", {})
         conv = f"{counts.get('conv_int8', '-')}/{counts.get('conv_fp32', '-')}" if counts else "-"
+        if counts.get("conv_bf16"):
+            conv += f" (+{counts['conv_bf16']} bf16)"
         size_ratio = _ratio(v.get("bin_bytes"), base_bytes)
-        speedup = _ratio(base_ms, v.get("latency_median_ms"))
-        row = [name, v.get("recipe", ""), _fmt(v.get("bin_bytes") and v["bin_bytes"] / 1e6, ".3f"),
-               _fmt(size_ratio and 100 * size_ratio, ".1f") + ("%" if size_ratio else ""), conv,
-               _fmt(v.get("latency_median_ms"), ".1f"), _fmt(v.get("latency_p90_ms"), ".1f"),
-               _fmt(speedup, ".2f") + ("x" if speedup else "")]
+        ratios = [_ratio(b, v.get("latency_median_ms")) for b in ((default_ms, f32_ms) if default_ms else (base_ms,))]
+        row = [name] + [_fmt(r, ".2f") + ("x" if r else "") for r in ratios]
+        row += [v.get("recipe", ""), _fmt(v.get("bin_bytes") and v["bin_bytes"] / 1e6, ".3f"),
+                _fmt(size_ratio and 100 * size_ratio, ".1f") + ("%" if size_ratio else ""), conv,
+                _fmt(v.get("latency_median_ms"), ".1f"), _fmt(v.get("latency_p90_ms"), ".1f")]
         row += [_quality_cell(k, v.get("quality", {}).get(k)) for k in quality_keys]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -107,6 +120,7 @@ def render_markdown(report: dict) -> str:
     parts += [f"**Runtime precision.** {INT16_NOTE}", ""]
     if any(f in machine.get("flags", []) for f in ("avx512_bf16", "amx_bf16", "amx_int8")):
         parts += [f"**Deploying.** {DEPLOY_NOTE}", ""]
+    parts += _kernel_and_precision_lines(report)
     for name, v in report["variants"].items():
         fp32_layers = v.get("runtime_fp32_convs") or []
         if fp32_layers and name != report.get("baseline", "fp32"):
@@ -131,6 +145,31 @@ def render_markdown(report: dict) -> str:
     if report.get("notes"):
         parts += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     return "\n".join(parts) + "\n"
+
+
+def _kernel_and_precision_lines(report: dict) -> list[str]:
+    """Per variant: the kernels that ran, and the plan's requested precision against what ran."""
+    machine = report.get("machine", {})
+    baselines = report.get("baselines") or {}
+    lines = []
+    if (baselines.get("default") or {}).get("latency_median_ms"):
+        prec = baselines["default"].get("precision") or machine.get("default_precision") or "?"
+        lines += [f"**Baseline.** Speed-ups lead with the ratio to the fp32 IR compiled with OpenVINO's defaults (no "
+                  f"precision hint: {prec} on this CPU; {machine.get('units', '')}), the baseline a user of this "
+                  "machine already has; the ratio to the same IR under INFERENCE_PRECISION_HINT=f32 is beside it.", ""]
+    for name, v in report["variants"].items():
+        check = v.get("precision_check") or {}
+        if v.get("kernels"):
+            lines.append(f"- `{name}` kernels: {v['kernels']}.")
+        notes = list(check.get("notes", []))
+        bf16 = sorted(k for k, p in (v.get("float_precision") or {}).items() if p == "bf16")
+        if bf16 and machine.get("default_precision") == "f32" and NO_BF16_NOTE not in notes:
+            notes.append(f"{NO_BF16_NOTE}: {', '.join(bf16[:8])}" + (" ..." if len(bf16) > 8 else ""))
+        lines += [f"- `{name}`: {note}." for note in notes]
+        if check.get("mismatches"):
+            lines.append(f"- `{name}`: {len(check['mismatches'])} conv(s) do not run the precision the plan asked: "
+                         + "; ".join(check["mismatches"][:8]) + (" ..." if len(check["mismatches"]) > 8 else "") + ".")
+    return lines + ([""] if lines else [])
 
 
 def save_side_by_side(panels: list[tuple[str, Any]], path: Path, *, crop: tuple[int, int, int] | None = None) -> Path:

@@ -8,6 +8,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
+
+from mixq_nncf.ir.kernels import KernelGroup, kernel_groups, kernel_summary, precision_kind
+from mixq_nncf.ir.precision import LayerCheck, check_layers
 
 INT16_NOTE = ("16-bit layers run as fp32 on the OpenVINO CPU plugin (it removes 65536-level FakeQuantize ops "
               "when compiling), so they cost fp32 time.")
@@ -56,6 +60,15 @@ class PrecisionAudit:
     add_inputs_int8_grid: int = 0
     add_inputs_fp32: int = 0
     add_note: str = ""
+    hint: Optional[str] = None  # the compile's INFERENCE_PRECISION_HINT; None = the plugin's default
+    default_precision: str = ""  # what the plugin's default is on this CPU (bf16 or f32)
+    conv_bf16: int = 0
+    kernels: list[KernelGroup] = field(default_factory=list)  # convolutions grouped by ISA, precision, kernel
+    kernel_text: str = ""  # e.g. "348 conv AMX int8 (brgconv_avx512_amx_i8), 3 conv AVX-512 f32 (...)"
+    marked_f32: list[str] = field(default_factory=list)  # convs read back with the per-layer f32 mark
+    layers: list[LayerCheck] = field(default_factory=list)  # requested vs what ran, one row per conv
+    mismatches: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def module_name(original: list[str]) -> str:
@@ -74,23 +87,26 @@ def _is_int8(precision: str, primitive: str) -> bool:
     return precision.lower() in ("i8", "u8") or "_i8" in primitive.lower() or "int8" in primitive.lower()
 
 
-def audit_runtime(xml_path: str | Path, input_shape: tuple = (1, 3, 64, 64), config: dict | None = None) -> PrecisionAudit:
-    from mixq_nncf.ir.export import compile_ir
+def audit_runtime(xml_path: str | Path, input_shape: tuple = (1, 3, 64, 64), config: dict | None = None, *,
+                  precision: str = "auto", requested: Optional[dict[str, str]] = None) -> PrecisionAudit:
+    """What each layer runs once compiled as deployed (precision "auto"; "default" = no hint, or a hint).
+    requested: conv module name -> "int8" / "bf16" / "f32" (ir.precision.requested_precisions builds it from a
+    plan); each conv is then checked against what this CPU should run for it, mismatches listed."""
+    from mixq_nncf.cpu import has_bf16
+    from mixq_nncf.ir.export import compile_ir, precision_config, read_ir
+    from mixq_nncf.ir.precision import marked_in_model
 
-    compiled = compile_ir(xml_path, shape=input_shape, config=config)
+    hint = {**precision_config(xml_path, precision), **(config or {})}.get("INFERENCE_PRECISION_HINT")
+    compiled = compile_ir(xml_path, shape=input_shape, config=config, precision=precision)
     ops = []
     for op in compiled.get_runtime_model().get_ordered_ops():
-        rt = op.get_rt_info()
-
-        def get(key: str) -> str:
-            return str(rt[key].astype(str)) if key in rt else ""
-
-        layer_type = get("layerType")
+        layer_type = _rt(op, "layerType")
         if layer_type not in _OPS:
             continue
-        original = [s for s in get("originalLayersNames").split(",") if s]
-        ops.append(RuntimeOp(op.get_friendly_name(), layer_type, get("runtimePrecision"), get("primitiveType"),
-                             original, _module_name(original) if layer_type == "Convolution" else ""))
+        original = [s for s in _rt(op, "originalLayersNames").split(",") if s]
+        ops.append(RuntimeOp(op.get_friendly_name(), layer_type, _rt(op, "runtimePrecision"),
+                             _rt(op, "primitiveType"), original,
+                             _module_name(original) if layer_type == "Convolution" else ""))
     convs = [o for o in ops if o.layer_type == "Convolution"]
     int8 = [o.module for o in convs if _is_int8(o.precision, o.primitive)]
     fp32 = [o.module for o in convs if not _is_int8(o.precision, o.primitive) and o.precision.lower() in ("f32", "fp32")]
@@ -99,6 +115,18 @@ def audit_runtime(xml_path: str | Path, input_shape: tuple = (1, 3, 64, 64), con
         entry = by_type.setdefault(_OPS[o.layer_type], {})
         entry[o.precision or "?"] = entry.get(o.precision or "?", 0) + 1
     audit = PrecisionAudit(len(int8), len(fp32), len(convs) - len(int8) - len(fp32), int8, fp32, by_type, ops)
+    audit.conv_bf16 = sum(o.precision.lower() == "bf16" for o in convs)
+    audit.hint = hint
+    audit.default_precision = "bf16" if has_bf16() else "f32"
+    audit.kernels = kernel_groups([(o.precision, o.primitive) for o in convs])
+    audit.kernel_text = kernel_summary(audit.kernels)
+    audit.marked_f32 = marked_in_model(read_ir(xml_path))
+    if requested is not None:
+        ran = {o.module: (precision_kind(o.precision, o.primitive), o.primitive) for o in convs}
+        audit.layers = check_layers(requested, ran, hint=hint, marked=audit.marked_f32, bf16_cpu=has_bf16())
+        audit.mismatches = [f"{r.module}: {r.requested} requested, {r.expected} expected on this CPU, runs {r.ran}"
+                            + (f" ({r.note})" if r.note else "") for r in audit.layers if r.mismatch]
+        audit.notes = sorted({r.note for r in audit.layers if r.note and not r.mismatch})
     _audit_adds_and_conversions(compiled.get_runtime_model(), audit)
     return audit
 
@@ -158,7 +186,14 @@ def _audit_adds_and_conversions(runtime_model, audit: PrecisionAudit) -> None:
 
 def audit_markdown(audit: PrecisionAudit) -> str:
     lines = [f"Convolutions at runtime: {audit.conv_int8} int8, {audit.conv_fp32} fp32"
-             + (f", {audit.conv_other} other" if audit.conv_other else "") + ".", ""]
+             + (f", {audit.conv_bf16} bf16" if audit.conv_bf16 else "")
+             + (f", {audit.conv_other - audit.conv_bf16} other" if audit.conv_other > audit.conv_bf16 else "") + ".",
+             ""]
+    if audit.kernel_text:
+        hint = f"INFERENCE_PRECISION_HINT={audit.hint}" if audit.hint else \
+            f"no precision hint (the plugin's default on this CPU: {audit.default_precision or '?'})"
+        lines += [f"Kernels ({hint}): {audit.kernel_text}.", ""]
+    lines += _layer_check_lines(audit)
     if audit.fp32_convs:
         shown = ", ".join(audit.fp32_convs[:12]) + (" ..." if len(audit.fp32_convs) > 12 else "")
         lines += [f"fp32 convolutions: {shown}", ""]
@@ -173,6 +208,19 @@ def audit_markdown(audit: PrecisionAudit) -> str:
                   "(" + ", ".join(f"{k}: {n}" for k, n in sorted(audit.conversions.items())) + ")."]
     lines += ["", audit.note] + ([audit.add_note] if audit.add_note else [])
     return "\n".join(lines)
+
+
+def _layer_check_lines(audit: PrecisionAudit) -> list[str]:
+    if not audit.layers:
+        return []
+    lines = [f"Requested vs run ({len(audit.marked_f32)} convs carry the per-layer f32 mark; "
+             f"{len(audit.mismatches)} mismatches):", "", "| conv | requested | expected here | runs | kernel | note |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r.module} | {r.requested} | {r.expected} | {r.ran} | {r.kernel} | {r.note} |" for r in audit.layers]
+    lines.append("")
+    if audit.mismatches:
+        lines += ["Mismatches: " + "; ".join(audit.mismatches) + ".", ""]
+    return lines
 
 
 @dataclass

@@ -1,8 +1,12 @@
 """CPU latency of OpenVINO IRs and PyTorch eager peers, timed interleaved in one run so ratios are fair.
 
 Each round runs every target once, in turn, so machine noise lands on all of them alike. IRs are reshaped to the
-static benchmark size (what a deployment at a fixed size compiles) and run with f32 inference precision for
-their non-int8 layers.
+static benchmark size (what a deployment at a fixed size compiles) and compiled as they are deployed (precision
+"auto": no hint for IRs that carry per-layer precision, the f32 hint for the others).
+
+The baseline a user of a CPU already has is the fp32 IR compiled with OpenVINO's defaults: bf16 for every layer on
+CPUs with AVX512-BF16/AMX (several times faster than f32 there), f32 elsewhere. Speed-ups lead with the ratio to
+that baseline and show the ratio to the fp32 IR under the f32 hint beside it (baseline_targets, speedups).
 """
 from __future__ import annotations
 
@@ -15,6 +19,12 @@ from typing import Optional
 
 import numpy as np
 
+from mixq_nncf.cpu import cpu_flags, has_bf16, has_int8_dot_product
+from mixq_nncf.ir.kernels import kernel_groups, kernel_summary
+
+BASELINE_DEFAULT = "fp32 IR [defaults]"
+BASELINE_F32 = "fp32 IR [f32 hint]"
+
 
 @dataclass
 class Target:
@@ -22,7 +32,9 @@ class Target:
     kind: str  # openvino | torch
     path: Optional[Path] = None
     model: object = None
-    precision: str = "f32"  # OpenVINO inference precision hint; "default" = the plugin's own (bf16 on BF16 CPUs)
+    # OpenVINO inference precision: "auto" = as the IR is deployed (its sidecar), "default" = the plugin's own
+    # (bf16 on AVX512-BF16/AMX CPUs), or a hint ("f32", "bf16")
+    precision: str = "auto"
 
 
 @dataclass
@@ -37,6 +49,7 @@ class LatencyStats:
     gmac: Optional[float] = None
     gmac_per_s: Optional[float] = None
     throughput_fps: Optional[float] = None
+    kernels: str = ""  # convolutions grouped by ISA / precision / primitive, from the runtime graph
 
 
 @dataclass
@@ -51,10 +64,16 @@ class MachineInfo:
     fp32_peak_gmacs: Optional[float]
     peak_assumption: str = ""
     platform: str = field(default_factory=platform.platform)
+    amx: bool = False
+    avx512_bf16: bool = False
+    vnni: bool = False  # an int8 dot product (AVX512-VNNI, AVX-VNNI or AMX): int8 sums do not saturate at int16
+    default_precision: str = ""  # OpenVINO's default INFERENCE_PRECISION_HINT on this CPU
+    bf16_peak_gmacs: Optional[float] = None
+    units: str = ""  # the units in words, e.g. "AMX: yes, AVX512-BF16: yes, VNNI: yes"
 
 
 def _cpu_model_and_ghz() -> tuple[str, Optional[float], list[str]]:
-    name, mhz, flags = platform.processor() or "unknown CPU", None, []
+    name, mhz = platform.processor() or "unknown CPU", None
     vendor, family = "", None
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -65,33 +84,49 @@ def _cpu_model_and_ghz() -> tuple[str, Optional[float], list[str]]:
                 name = value.strip()
             elif key == "cpu MHz" and mhz is None:
                 mhz = float(value)
-            elif key == "flags" and not flags:
-                flags = value.split()
             elif key == "vendor_id" and not vendor:
                 vendor = value.strip()
             elif key == "cpu family" and family is None:
                 family = int(value)
     except OSError:
         pass
-    wanted = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8") if f in flags]
+    flags = cpu_flags()
+    wanted = [f for f in ("avx2", "avx512f", "avx_vnni", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+              if f in flags]
     if vendor == "AuthenticAMD" and family == 25 and "avx512f" in wanted:
         wanted.append("zen4")  # AVX-512 executes on 256-bit units: half the Intel per-cycle rate
         if "Zen" not in name:
             name += " (Zen 4)"
+    elif vendor == "AuthenticAMD" and family == 25 and "Zen" not in name:
+        name += " (Zen 3)"
     return name, (mhz / 1000.0 if mhz else None), wanted
 
 
-def _peaks_per_cycle(flags: list[str]) -> tuple[Optional[int], Optional[int], str]:
-    """int8 MACs and fp32 FMAs per core per cycle, and the assumption in words."""
+def _peaks_per_cycle(flags: list[str]) -> tuple[Optional[int], Optional[int], Optional[int], str]:
+    """int8 MACs, fp32 FMAs and bf16 MACs per core per cycle, and the assumption in words."""
+    if "amx_int8" in flags:
+        return 1024, 32, 512, ("per core and cycle: AMX 1024 int8 MACs, AMX 512 bf16 MACs, 2 x 16 fp32 FMAs "
+                               "(AVX-512)")
     if "zen4" in flags:
-        return 64, 16, ("per core and cycle (Zen 4, 512-bit ops on two 256-bit pipes): 2 x 32 int8 MACs "
-                        "(AVX512-VNNI vpdpbusd) = 64, 2 x 8 fp32 FMAs = 16")
+        return 64, 16, 32, ("per core and cycle (Zen 4, 512-bit ops on two 256-bit pipes): 2 x 32 int8 MACs "
+                            "(AVX512-VNNI vpdpbusd) = 64, 2 x 8 fp32 FMAs = 16, 2 x 16 bf16 MACs (vdpbf16ps) = 32")
     if "avx512_vnni" in flags:
-        return 128, 32, ("per core and cycle: 2 FMA ports x 64 int8 MACs (AVX512-VNNI vpdpbusd) = 128, "
-                         "2 x 16 fp32 FMAs (AVX-512) = 32")
+        bf16 = 64 if "avx512_bf16" in flags else None
+        return 128, 32, bf16, ("per core and cycle: 2 FMA ports x 64 int8 MACs (AVX512-VNNI vpdpbusd) = 128, "
+                               "2 x 16 fp32 FMAs (AVX-512) = 32" + (", 2 x 32 bf16 MACs = 64" if bf16 else ""))
     if "avx2" in flags:
-        return 64, 16, "per core and cycle (AVX2): 2 x 32 int8 MACs, 2 x 8 fp32 FMAs"
-    return None, None, "unknown vector units"
+        vnni = "AVX-VNNI vpdpbusd" if "avx_vnni" in flags else "vpmaddubsw, int16 sums: no VNNI"
+        return 64, 16, None, f"per core and cycle (AVX2): 2 x 32 int8 MACs ({vnni}), 2 x 8 fp32 FMAs"
+    return None, None, None, "unknown vector units"
+
+
+def plugin_default_precision() -> str:
+    """OpenVINO's default INFERENCE_PRECISION_HINT on this CPU, asked of the plugin ('bf16' or 'f32')."""
+    import openvino as ov
+
+    value = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")
+    name = value.get_type_name() if hasattr(value, "get_type_name") else str(value)
+    return {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(name, name)
 
 
 def machine_info() -> MachineInfo:
@@ -100,11 +135,50 @@ def machine_info() -> MachineInfo:
 
     name, ghz, flags = _cpu_model_and_ghz()
     cores = os.cpu_count() or 1
-    int8_per_cycle, fp32_per_cycle, assumption = _peaks_per_cycle(flags)
-    int8 = cores * int8_per_cycle * ghz if ghz and int8_per_cycle else None
-    fp32 = cores * fp32_per_cycle * ghz if ghz and fp32_per_cycle else None
-    return MachineInfo(name, cores, ghz, flags, ov.get_version(), torch.__version__, int8, fp32,
-                       assumption + f", at the {ghz or 0:.2f} GHz /proc/cpuinfo reports")
+    int8_per_cycle, fp32_per_cycle, bf16_per_cycle, assumption = _peaks_per_cycle(flags)
+
+    def peak(per_cycle: Optional[int]) -> Optional[float]:
+        return cores * per_cycle * ghz if ghz and per_cycle else None
+
+    amx, bf16, vnni = "amx_bf16" in flags or "amx_int8" in flags, "avx512_bf16" in flags, has_int8_dot_product()
+    units = (f"AMX: {'yes' if amx else 'no'}, AVX512-BF16: {'yes' if bf16 else 'no'}, "
+             f"VNNI: {'yes' if vnni else 'no'}, bf16 kernels: {'yes' if has_bf16() else 'no'}")
+    return MachineInfo(name, cores, ghz, flags, ov.get_version(), torch.__version__, peak(int8_per_cycle),
+                       peak(fp32_per_cycle), assumption + f", at the {ghz or 0:.2f} GHz /proc/cpuinfo reports",
+                       amx=amx, avx512_bf16=bf16, vnni=vnni, default_precision=plugin_default_precision(),
+                       bf16_peak_gmacs=peak(bf16_per_cycle), units=units)
+
+
+def baseline_targets(fp32_xml: str | Path) -> list[Target]:
+    """The baseline a user of this machine already has, and the figure beside it: the fp32 IR compiled with
+    OpenVINO's defaults (no INFERENCE_PRECISION_HINT: bf16 on AVX512-BF16/AMX CPUs, f32 elsewhere), and the same IR
+    under the f32 hint. On CPUs without bf16 units both compile to the same f32 graph (their ratio shows noise)."""
+    return [Target(BASELINE_DEFAULT, "openvino", Path(fp32_xml), precision="default"),
+            Target(BASELINE_F32, "openvino", Path(fp32_xml), precision="f32")]
+
+
+def baseline_label(default_precision: str) -> str:
+    """'fp32 IR under OpenVINO defaults (bf16 on this CPU)' etc."""
+    why = "AVX512-BF16/AMX" if default_precision == "bf16" else "no AVX512-BF16/AMX"
+    return f"fp32 IR under OpenVINO defaults ({default_precision} on this CPU: {why})"
+
+
+def speedups(stats: list[LatencyStats], default: str = BASELINE_DEFAULT,
+             f32: str = BASELINE_F32) -> dict[str, tuple[Optional[float], Optional[float]]]:
+    """name -> (speed-up over the fp32 IR under defaults, over the fp32 IR under the f32 hint), by median."""
+    by = {s.name: s.median_ms for s in stats}
+    return {s.name: (by[default] / s.median_ms if default in by else None,
+                     by[f32] / s.median_ms if f32 in by else None) for s in stats}
+
+
+def runtime_kernels(compiled) -> str:
+    """The compiled model's convolutions, grouped: '7 conv AVX2 int8 (jit_avx2_I8), 2 conv AVX2 f32 (...)'."""
+    convs = []
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        rt = op.get_rt_info()
+        if "layerType" in rt and rt["layerType"].astype(str) == "Convolution":
+            convs.append((rt["runtimePrecision"].astype(str), rt["primitiveType"].astype(str)))
+    return kernel_summary(kernel_groups(convs))
 
 
 def ir_gmac(xml_path: str | Path, input_shape: tuple) -> float:
@@ -125,7 +199,7 @@ def ir_gmac(xml_path: str | Path, input_shape: tuple) -> float:
     return macs / 1e9
 
 
-def _ov_runner(path: Path, shape: tuple, threads: int, streams: int, precision: str = "f32"):
+def _ov_runner(path: Path, shape: tuple, threads: int, streams: int, precision: str = "auto"):
     from mixq_nncf.ir.export import compile_ir
 
     config = {"PERFORMANCE_HINT": "LATENCY"}
@@ -200,21 +274,37 @@ def benchmark(targets: list[Target], *, input_size: tuple = (64, 64), threads: i
         g = gmac[t.name] if gmac[t.name] is not None else known
         med = float(np.median(arr))
         fps = _throughput(compiled[t.name], shape) if throughput and t.name in compiled else None
+        kernels = runtime_kernels(compiled[t.name]) if t.name in compiled else ""
         stats.append(LatencyStats(t.name, t.kind, med, float(np.percentile(arr, 90)), float(arr.mean()),
-                                  float(arr.min()), len(arr), g, g / (med / 1e3) if g else None, fps))
+                                  float(arr.min()), len(arr), g, g / (med / 1e3) if g else None, fps, kernels))
     return stats
 
 
+def machine_line(machine: MachineInfo) -> str:
+    """The CPU named beside every figure: model, cores, the units that decide int8/bf16 speed, the peaks."""
+    peaks = f"int8 {machine.int8_peak_gmacs or 0:.0f} GMAC/s, fp32 {machine.fp32_peak_gmacs or 0:.0f} GMAC/s" + \
+        (f", bf16 {machine.bf16_peak_gmacs:.0f} GMAC/s" if machine.bf16_peak_gmacs else "")
+    return (f"Machine: {machine.cpu}, {machine.cores} cores ({machine.units or 'units unknown'}; OpenVINO's default "
+            f"inference precision here: {machine.default_precision or '?'}), OpenVINO {machine.openvino}, torch "
+            f"{machine.torch}. Peaks: {peaks} ({machine.peak_assumption}).")
+
+
 def stats_markdown(stats: list[LatencyStats], baseline: Optional[str], machine: MachineInfo) -> str:
+    """The table, led by the speed-up over the fp32 IR under OpenVINO's defaults where it was timed (see
+    baseline_targets), with the f32-hint ratio beside it; else by the speed-up over ``baseline``."""
+    ratios = speedups(stats)
+    paired = any(r[0] is not None for r in ratios.values())
     base = next((s for s in stats if s.name == baseline), None)
-    lines = [f"Machine: {machine.cpu}, {machine.cores} cores, OpenVINO {machine.openvino}, torch {machine.torch}. "
-             f"Peaks: int8 {machine.int8_peak_gmacs or 0:.0f} GMAC/s, fp32 {machine.fp32_peak_gmacs or 0:.0f} GMAC/s "
-             f"({machine.peak_assumption}).", "",
-             "| target | median ms | p90 ms | speed-up vs baseline | GMAC | GMAC/s | share of int8 peak |",
-             "|---|---|---|---|---|---|---|"]
+    lead = [f"speed-up vs {baseline_label(machine.default_precision or '?')}", "vs fp32 IR (f32 hint)"] if paired \
+        else ["speed-up vs baseline"]
+    head = ["target"] + lead + ["median ms", "p90 ms", "GMAC", "GMAC/s", "share of int8 peak", "kernels"]
+    lines = [machine_line(machine), "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in stats:
-        speed = f"{base.median_ms / s.median_ms:.2f}x" if base else "-"
+        if paired:
+            cells = [f"{r:.2f}x" if r else "-" for r in ratios[s.name]]
+        else:
+            cells = [f"{base.median_ms / s.median_ms:.2f}x" if base else "-"]
         share = f"{s.gmac_per_s / machine.int8_peak_gmacs:.2f}" if s.gmac_per_s and machine.int8_peak_gmacs else "-"
-        lines.append(f"| {s.name} | {s.median_ms:.2f} | {s.p90_ms:.2f} | {speed} | {s.gmac or 0:.2f} | "
-                     f"{s.gmac_per_s or 0:.0f} | {share} |")
+        lines.append(f"| {s.name} | " + " | ".join(cells) + f" | {s.median_ms:.2f} | {s.p90_ms:.2f} | "
+                     f"{s.gmac or 0:.2f} | {s.gmac_per_s or 0:.0f} | {share} | {s.kernels or '-'} |")
     return "\n".join(lines)

@@ -21,6 +21,9 @@ from torch import nn
 
 from mixq_nncf.errors import IRError, ParityError
 from mixq_nncf.io_utils import umask_mode, fault_point, file_hash
+from mixq_nncf.ir.deploy import PER_LAYER, compile_config_of, deployment_settings, mark_runtime_options, \
+    write_ovms_config
+from mixq_nncf.ir.precision import check_float_precision, float_convolutions, mark_precise
 from mixq_nncf.ir.sidecar import read_meta, verify_ir  # noqa: F401 - part of this module's API
 
 
@@ -102,8 +105,14 @@ def _traced(model: nn.Module, example_input: torch.Tensor):
 
 
 def export_ir(model: nn.Module, xml_path: str | Path, *, example_input: torch.Tensor, dynamic: bool = True,
-              compact_16bit: bool = True, meta: Optional[dict] = None, int4_weights: str = "int8_kernels") -> Path:
-    """Convert a (quantized or fp32) torch model to an IR; .xml, .bin and the sidecar .json appear atomically."""
+              compact_16bit: bool = True, meta: Optional[dict] = None, int4_weights: str = "int8_kernels",
+              float_precision: Optional[dict[str, str]] = None) -> Path:
+    """Convert a (quantized or fp32) torch model to an IR; .xml, .bin and the sidecar .json appear atomically.
+
+    float_precision: None = the IR carries no per-layer precision and is deployed with INFERENCE_PRECISION_HINT=f32
+    (its sidecar says so). A dict maps float (not 8-bit) convolutions, by module name, to "f32" or "bf16"; every
+    float conv it does not name is "f32". Those marked f32 carry the ``precise`` rt_info attribute in the .xml, so
+    the IR runs as planned under the CPU plugin's defaults and is deployed with no hint (see ir/precision.py)."""
     ov = _ov()
     xml_path = Path(xml_path)
     xml_path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,17 +129,21 @@ def export_ir(model: nn.Module, xml_path: str | Path, *, example_input: torch.Te
     widened = _int4_weights_on_int8_kernels(ov_model) if int4_weights == "int8_kernels" else 0
     if rewritten or widened:
         ov_model.validate_nodes_and_infer_types()
-    from mixq_nncf.ir.deploy import deployment_settings, mark_runtime_options, write_ovms_config
-
-    mark_runtime_options(ov_model)
+    deploy = PER_LAYER if float_precision is not None else "f32"
+    floats = float_convolutions(ov_model) if float_precision is not None else {}
+    planned = check_float_precision(float_precision, list(floats), str(xml_path)) if floats or float_precision else {}
+    mark_runtime_options(ov_model, deploy)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=xml_path.parent))
     try:
         tmp_xml = tmp / xml_path.name
         ov.save_model(ov_model, str(tmp_xml), compress_to_fp16=False)
+        # the marks go into the .xml before its hash is taken: the sidecar vouches for the marked file
+        mark_precise(tmp_xml, [layer for m, p in planned.items() if p == "f32" for layer in floats[m]])
         sidecar = dict(meta or {})
         sidecar.update({"compact_16bit_weights": rewritten, "int4_weights_on_int8_kernels": widened,
                         "dynamic": dynamic, "openvino": ov.get_version(), "input_shape": shape,
-                        "deployment": deployment_settings(),
+                        "deployment": deployment_settings(deploy),
+                        "float_precision": planned if float_precision is not None else None,
                         "files": {s: file_hash(tmp_xml.with_suffix(s)) for s in (".xml", ".bin")}})
         tmp_xml.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
         # three renames cannot be one atomic step; the sidecar goes last and holds the hashes of the .xml and
@@ -141,7 +154,7 @@ def export_ir(model: nn.Module, xml_path: str | Path, *, example_input: torch.Te
             fault_point(f"export{suffix}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    write_ovms_config(xml_path)
+    write_ovms_config(xml_path, deploy)
     return xml_path
 
 
@@ -169,17 +182,30 @@ def _first_line(exc: BaseException) -> str:
     return (lines[0] if lines else type(exc).__name__)[:160]
 
 
-# This CPU family defaults to bf16 inference for fp32 layers; pin f32 so "fp32" in every report means fp32.
+# CPUs with AVX512-BF16/AMX default to bf16 inference for fp32 layers; IRs without per-layer precision marks are
+# compiled with f32 pinned so "fp32" in every report means fp32.
 DEFAULT_CPU_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 
 
+def precision_config(xml_path: str | Path, precision: str = "auto") -> dict:
+    """The precision part of the compile options. "auto": what the IR's sidecar records for deployment (no hint
+    for IRs that carry per-layer precision, the f32 hint for the others and for IRs without a sidecar);
+    "default": no hint, as a plain OpenVINO user compiles (bf16 on AVX512-BF16/AMX CPUs); else that hint."""
+    if precision == "default":
+        return {}
+    if precision == "auto":
+        recorded = compile_config_of(read_meta(xml_path))
+        return dict(DEFAULT_CPU_CONFIG) if recorded is None else recorded
+    return {**DEFAULT_CPU_CONFIG, "INFERENCE_PRECISION_HINT": precision}
+
+
 def compile_ir(xml_path: str | Path, *, shape: Optional[tuple] = None, config: Optional[dict] = None,
-               precision: str = "f32"):
-    """Compile for the CPU with f32 inference precision unless ``config`` says otherwise; precision "default"
-    compiles as a plain OpenVINO user would, with no precision hint (bf16 on AVX512-BF16/AMX CPUs)."""
+               precision: str = "auto"):
+    """Compile for the CPU as the IR is deployed (precision "auto", see precision_config) unless ``config`` or
+    ``precision`` says otherwise; "default" compiles with no hint, "f32" / "bf16" with that hint."""
     ov = _ov()
     model = read_ir(xml_path)
-    base = {} if precision == "default" else {**DEFAULT_CPU_CONFIG, "INFERENCE_PRECISION_HINT": precision}
+    base = precision_config(xml_path, precision)
     try:
         if shape is not None:
             model.reshape({model.input(0).get_any_name(): ov.PartialShape(list(shape))})

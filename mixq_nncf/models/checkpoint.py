@@ -119,7 +119,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except Exception as exc:  # noqa: BLE001 - every unreadable file is the same user problem
             first = (str(exc).strip().splitlines() or [""])[0][:200]
             if first.startswith("Weights only load failed"):  # torch's advice there would run code from the file
-                first = "it holds objects other than tensors and plain data, which are never loaded"
+                first = "not a torch checkpoint, or one holding objects other than tensors and plain data"
             raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {first}); the "
                                   "file is truncated or not a PyTorch .pth/.pt: download or copy it again") from None
     sd = _unwrap(obj, path)

@@ -3,16 +3,17 @@
 One reader per family, each reading key names and tensor shapes as plain code: RRDBNet (ESRGAN / Real-ESRGAN,
 incl. the pixel-unshuffle x2 / x1 variants), SRVGGNetCompact (Real-ESRGAN Compact), MSRResNet (SRGAN) and EDSR,
 in every key layout models.checkpoint loads (BasicSR, old ESRGAN, old MMSR, EDSR-PyTorch; 'params_ema' /
-'params' wrappers; 'module.' prefixes). The result is a preset name plus the constructor args that differ from it.
+'params' wrappers; 'module.' prefixes). The result is a preset name plus the full constructor args.
 """
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 
@@ -44,13 +45,13 @@ def _shape(sd: StateDict, key: str) -> tuple[int, ...]:
 
 
 def _square_root(value: float, what: str) -> int:
-    root = int(round(math.sqrt(value)))
+    root = round(math.sqrt(value))
     if root < 1 or root * root != value:
         raise CheckpointError(f"{what}: {value} is not a square upscale factor")
     return root
 
 
-def _rrdbnet(sd: StateDict) -> Optional[Detected]:
+def _rrdbnet(sd: StateDict) -> Detected | None:
     if "RRDB_trunk.0.RDB1.conv1.weight" in sd or "RRDB_trunk.0.RDB1.conv1.0.weight" in sd:  # old ESRGAN names
         blocks = _indices(sd, r"RRDB_trunk\.(\d+)\.")
         grow = next(v for k, v in sd.items() if re.match(r"RRDB_trunk\.0\.RDB1\.conv1\.(0\.)?weight$", k)).shape[0]
@@ -76,7 +77,7 @@ def _rrdbnet(sd: StateDict) -> Optional[Detected]:
                                                f"growth {grow}")
 
 
-def _srvgg(sd: StateDict) -> Optional[Detected]:
+def _srvgg(sd: StateDict) -> Detected | None:
     body = [k for k in sd if k.startswith("body.")]
     if "body.0.weight" not in sd or not all(re.fullmatch(r"body\.\d+\.(weight|bias)", k) for k in body):
         return None
@@ -99,7 +100,7 @@ def _srvgg(sd: StateDict) -> Optional[Detected]:
                     f"SRVGGNetCompact x{upscale}, {num_feat} channels, {num_conv} body convs, PReLU")
 
 
-def _msrresnet(sd: StateDict) -> Optional[Detected]:
+def _msrresnet(sd: StateDict) -> Detected | None:
     if "recon_trunk.0.conv1.weight" in sd:
         blocks = _indices(sd, r"recon_trunk\.(\d+)\.")
     elif "body.0.conv1.weight" in sd and "upconv1.weight" in sd:
@@ -117,7 +118,7 @@ def _msrresnet(sd: StateDict) -> Optional[Detected]:
     return Detected(f"msrresnet_x{scale}", args, f"MSRResNet x{scale}, {num_feat} channels, {len(blocks)} blocks")
 
 
-def _edsr(sd: StateDict) -> Optional[Detected]:
+def _edsr(sd: StateDict) -> Detected | None:
     if "head.0.weight" in sd and any(k.startswith("tail.") for k in sd):  # EDSR-PyTorch
         first, blocks = "head.0.weight", _indices(sd, r"body\.(\d+)\.body\.")
         ups = [k for k in sd if re.match(r"tail\.0\.\d+\.weight$", k)]
@@ -141,7 +142,7 @@ def _edsr(sd: StateDict) -> Optional[Detected]:
                                                    f"res_scale {res_scale} (not stored; the EDSR-{size.upper()} value)")
 
 
-READERS: tuple[Callable[[StateDict], Optional[Detected]], ...] = (_rrdbnet, _srvgg, _msrresnet, _edsr)
+READERS: tuple[Callable[[StateDict], Detected | None], ...] = (_rrdbnet, _srvgg, _msrresnet, _edsr)
 
 
 def detect_state_dict(sd: StateDict, source: str = "checkpoint") -> Detected:

@@ -56,7 +56,7 @@ class SRVGGNetCompact(nn.Module):
         self.upsampler = nn.PixelShuffle(upscale)
 
     @property
-    def STAGES(self) -> dict[str, tuple[str, ...]]:  # noqa: N802 - the attribute every generator declares
+    def STAGES(self) -> dict[str, tuple[str, ...]]:
         """The last conv's index depends on num_conv, so the stage map is built per instance."""
         last = 2 * self.num_conv + 2
         return {

@@ -11,7 +11,8 @@ from mixq_nncf.quant.apply import (ApplyResult, apply_plan, apply_skip_bits, for
                                    input_range_problems, refresh_levels)
 from mixq_nncf.quant.probe import QuantErrorProbe, interval_parameters
 from mixq_nncf.quant.quantizers import QuantizerState, pin_input_range, quantizer_state, set_bits
-from mixq_nncf.quant.sites import QuantizerSite, example_input, hook_storage, is_quantized, quantizer_modules, quantizer_sites
+from mixq_nncf.quant.sites import (QuantizerSite, example_input, hook_storage, is_quantized, quantizer_modules,
+                                   quantizer_sites)
 from mixq_nncf.quant.skips import TensorInput, plan_with_skips, skip_inputs
 from mixq_nncf.quant.weight_ranges import fit_weight_ranges
 

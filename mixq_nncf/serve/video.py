@@ -18,10 +18,11 @@ import queue
 import shutil
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,7 @@ def outscale_size(height: int, width: int, outscale: float) -> tuple[int, int]:
     """(H, W) of an input upscaled to ``outscale`` x its size (rounded), as Real-ESRGAN's --outscale."""
     if not outscale or outscale <= 0:
         raise MixqError(f"--outscale must be > 0, got {outscale}")
-    return max(1, int(round(height * outscale))), max(1, int(round(width * outscale)))
+    return max(1, round(height * outscale)), max(1, round(width * outscale))
 
 
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -74,7 +75,7 @@ def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip(out, 0, 1) if out.dtype.kind == "f" else out
 
 
-def outscale_picture(picture: Picture, lr_size: tuple[int, int], outscale: Optional[float]) -> Picture:
+def outscale_picture(picture: Picture, lr_size: tuple[int, int], outscale: float | None) -> Picture:
     """The network's output resized to ``outscale`` x the LR size (alpha too); unchanged when outscale is None."""
     if not outscale:
         return picture
@@ -91,7 +92,7 @@ class VideoInfo:
     height: int
     fps: Fraction
     frames: int  # from the container; an estimate where it does not say
-    audio: Optional[str]  # codec name of the first audio stream
+    audio: str | None  # codec name of the first audio stream
 
 
 def probe(path: str | Path) -> VideoInfo:
@@ -108,7 +109,7 @@ def probe(path: str | Path) -> VideoInfo:
             fps = v.average_rate or v.guessed_rate or Fraction(25)
             frames = v.frames
             if not frames and v.duration:
-                frames = int(round(float(v.duration * v.time_base * fps)))
+                frames = round(float(v.duration * v.time_base * fps))
             audio = src.streams.audio[0].codec_context.name if src.streams.audio else None
             return VideoInfo(v.codec_context.width, v.codec_context.height, Fraction(fps), int(frames or 0), audio)
     except av.FFmpegError as exc:
@@ -136,7 +137,7 @@ def _read_frames(path: Path, skip: int, out: queue.Queue, stop: threading.Event)
                 if stop.is_set():
                     return
         out.put(_DONE)
-    except BaseException as exc:  # handed to the caller's thread, which raises it
+    except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, which raises it
         out.put(exc)
 
 
@@ -166,7 +167,7 @@ class _SegmentWriter:
         self.parts, self.segment, self.per_segment = parts, first_segment, per_segment
         self.fps, self.size, self.fmt = fps, size, fmt
         self.inbox: queue.Queue = queue.Queue(maxsize=QUEUE_FRAMES)
-        self.error: Optional[BaseException] = None
+        self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="mixq-video-encode", daemon=True)
         self.thread.start()
 
@@ -183,7 +184,7 @@ class _SegmentWriter:
                 if len(batch) == self.per_segment:
                     self._write_segment(batch)
                     batch = []
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread by finish()
             self.error = exc
 
     def _write_segment(self, frames: list[np.ndarray]) -> None:
@@ -247,7 +248,7 @@ def _video_packets(av, segments: list[Path], stream, fps: Fraction) -> Iterator[
     for seg in segments:
         with av.open(str(seg)) as src:
             vin = src.streams.video[0]
-            offset = int(round(Fraction(frames_before) / fps / vin.time_base))
+            offset = round(Fraction(frames_before) / fps / vin.time_base)
             count = 0
             for packet in src.demux(vin):
                 if packet.size == 0:
@@ -276,10 +277,10 @@ def _audio_packets(av, src, ain, stream, copy: bool) -> Iterator[tuple[float, An
         yield float((packet.dts or 0) * packet.time_base), packet
 
 
-def _join(source: Path, segments: list[Path], target: Path, fmt: str, fps: Fraction) -> Optional[str]:
+def _join(source: Path, segments: list[Path], target: Path, fmt: str, fps: Fraction) -> str | None:
     """Segments + the source's first audio stream -> ``target`` (atomically). Returns what happened to audio."""
     av = _av()
-    audio_note: list[Optional[str]] = [None]
+    audio_note: list[str | None] = [None]
 
     def write(tmp: Path) -> None:
         with av.open(str(tmp), "w", format=fmt) as out, av.open(str(segments[0])) as first, \
@@ -293,7 +294,8 @@ def _join(source: Path, segments: list[Path], target: Path, fmt: str, fps: Fract
                     aout = out.add_stream_from_template(ain)
                 else:
                     aout = out.add_stream("aac", rate=ain.codec_context.sample_rate or 48000)
-                    aout.layout = ain.codec_context.layout
+                    # AAC refuses a layout without a named channel order (PCM in AVI); 3+ channels become stereo
+                    aout.layout = "mono" if len(ain.codec_context.layout.channels) == 1 else "stereo"
                 audio_note[0] = f"copied ({ain.codec_context.name})" if copy else \
                     f"re-encoded ({ain.codec_context.name} -> aac)"
                 streams.append(_audio_packets(av, src, ain, aout, copy))
@@ -313,7 +315,7 @@ class VideoResult:
     fps: str
     size: tuple[int, int]  # output (width, height)
     scale: float
-    audio: Optional[str]
+    audio: str | None
     codec: str
     resumed_frames: int  # frames taken from the segments of an interrupted run
     seconds: float
@@ -343,10 +345,10 @@ def _prepare_parts(parts: Path, key: str) -> None:
         atomic_write_json(manifest, {"key": key})
 
 
-def upscale_video(xml: str | Path, source: str | Path, out_dir: str | Path, *, outscale: Optional[float] = None,
-                  precision: str = "f32", threads: int = 0, tile: Optional[int] = None,
-                  overlap: Optional[int] = None, segment_seconds: float = SEGMENT_SECONDS, progress: bool = True,
-                  on_frame: Optional[Callable[[int], None]] = None) -> VideoResult:
+def upscale_video(xml: str | Path, source: str | Path, out_dir: str | Path, *, outscale: float | None = None,
+                  precision: str = "f32", threads: int = 0, tile: int | None = None,
+                  overlap: int | None = None, segment_seconds: float = SEGMENT_SECONDS, progress: bool = True,
+                  on_frame: Callable[[int], None] | None = None) -> VideoResult:
     """Upscale every frame of ``source`` with the IR and write ``out_dir/<stem>_x<scale><ext>``.
 
     outscale: final size = outscale x the input (the network's output resized; Real-ESRGAN's --outscale);
@@ -366,7 +368,7 @@ def upscale_video(xml: str | Path, source: str | Path, out_dir: str | Path, *, o
     target = output_path(source, out_dir, scale)
     fmt = KEEP_CONTAINER.get(target.suffix, "mp4")
     codec = _codec(av)[0]
-    per_segment = max(1, int(round(float(info.fps) * segment_seconds)))
+    per_segment = max(1, round(float(info.fps) * segment_seconds))
     st = source.stat()
     key = content_key(str(source.resolve()), st.st_size, st.st_mtime_ns, file_hash(Path(xml).with_suffix(".bin")),
                       Path(xml).stat().st_size, outscale, precision, size, codec, per_segment, tile, overlap)
@@ -399,7 +401,11 @@ def upscale_video(xml: str | Path, source: str | Path, out_dir: str | Path, *, o
             bar.close()
         writer.finish(complete)
         reader.join(timeout=5)
-    audio = _join(source, _segments(parts, fmt), target, fmt, info.fps)
+    segments = _segments(parts, fmt)
+    if not segments:
+        shutil.rmtree(parts, ignore_errors=True)
+        raise DataError(f"{source}: no video frames could be decoded")
+    audio = _join(source, segments, target, fmt, info.fps)
     shutil.rmtree(parts, ignore_errors=True)
     seconds = time.perf_counter() - start
     return VideoResult(str(target), count, str(info.fps), (size[1], size[0]), scale, audio, codec, skip,

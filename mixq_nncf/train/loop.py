@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -31,7 +32,7 @@ from mixq_nncf.train.state import TrainState, check_out_dir, load_train_state, s
 from mixq_nncf.train.terms import (LossWeights, StepContext, check_finite, feature_taps, loss_terms,
                                    quant_error_probe)
 
-__all__ = ["TrainResult", "train", "check_out_dir", "load_train_state", "feature_taps", "warm_up_discriminator"]
+__all__ = ["TrainResult", "check_out_dir", "feature_taps", "load_train_state", "train", "warm_up_discriminator"]
 
 _snapshot, _restore = snapshot_placement, restore_placement  # the names tests/test_trust.py imports
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import random
-from contextlib import contextmanager, nullcontext
-from typing import Callable, ContextManager, Iterable, Iterator, Optional
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Optional
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
 def pick_device(choice: str) -> torch.device:
     if choice == "auto":
         if torch.cuda.is_available():
-            local = int(os.environ.get("LOCAL_RANK", 0))
+            local = int(os.environ.get("LOCAL_RANK", "0"))
             return torch.device(f"cuda:{local}")
         return torch.device("cpu")
     dev = torch.device(choice)
@@ -60,7 +61,7 @@ def wrap_ddp(model: nn.Module, disc: Optional[nn.Module], device: torch.device,
             DistributedDataParallel(disc, device_ids=ids) if disc is not None else None)
 
 
-def amp_autocast(amp: bool, device: torch.device) -> Callable[[], ContextManager]:
+def amp_autocast(amp: bool, device: torch.device) -> Callable[[], AbstractContextManager]:
     """bf16 autocast for the perceptual and GAN forwards on CUDA; a no-op context elsewhere."""
     if amp and device.type == "cuda":
         return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
@@ -70,8 +71,8 @@ def amp_autocast(amp: bool, device: torch.device) -> Callable[[], ContextManager
 def snapshot_placement(m: nn.Module) -> tuple:
     """Where a caller's model lives and how it is set (device, train mode, requires_grad per parameter)."""
     first = next(iter(list(m.parameters()) + list(m.buffers())), None)
-    return first.device if first is not None else torch.device("cpu"), m.training, \
-        [p.requires_grad for p in m.parameters()]
+    device = first.device if first is not None else torch.device("cpu")
+    return device, m.training, [p.requires_grad for p in m.parameters()]
 
 
 def restore_placement(m: nn.Module, snap: tuple) -> None:

@@ -6,10 +6,11 @@ term whose weight is 0 is not in the table, so it costs nothing and is not logge
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ContextManager, Optional
+from typing import Optional
 
 import torch
 from torch import nn
@@ -54,7 +55,7 @@ class LossWeights:
     adv_distill: float
 
     @classmethod
-    def from_config(cls, t: TrainingSection) -> "LossWeights":
+    def from_config(cls, t: TrainingSection) -> LossWeights:
         ground_truth = not t.distill_only  # distill_only: no pixel, perceptual or GAN term against ground truth
         w = cls(quant_error=t.quant_error_weight,
                 distill=(t.distill_weight or 1.0) if t.distill_only else t.distill_weight,
@@ -81,8 +82,8 @@ class LossWeights:
 
 
 def loss_terms(t: TrainingSection, w: LossWeights, *, perceptual: Optional[PerceptualLoss],
-               taps: Optional["FeatureTaps"], probe: Optional[QuantErrorProbe], disc: Optional[nn.Module],
-               autocast: Callable[[], ContextManager]) -> list[LossTerm]:
+               taps: Optional[FeatureTaps], probe: Optional[QuantErrorProbe], disc: Optional[nn.Module],
+               autocast: Callable[[], AbstractContextManager]) -> list[LossTerm]:
     """The table of the terms ``w`` turns on. ``perceptual``, ``taps``, ``probe`` and ``disc`` are needed only
     by the terms that use them. ``autocast`` wraps the perceptual and ground-truth GAN forwards; adversarial
     distillation runs its discriminator in full precision."""
@@ -110,7 +111,7 @@ def loss_terms(t: TrainingSection, w: LossWeights, *, perceptual: Optional[Perce
 
 
 def _adversarial(disc: Optional[nn.Module], real_of: Callable[[StepContext], torch.Tensor], gan_type: str,
-                 autocast: Callable[[], ContextManager]) -> Callable[[StepContext], torch.Tensor]:
+                 autocast: Callable[[], AbstractContextManager]) -> Callable[[StepContext], torch.Tensor]:
     """The generator's GAN term: the discriminator's logits on the real images are constants here."""
     def fn(c: StepContext) -> torch.Tensor:
         with autocast():
