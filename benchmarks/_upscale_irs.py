@@ -38,6 +38,8 @@ def make_irs(out: Path, arch: str = "realesrgan_x4plus", calib_n: int = 16, size
 
 
 if __name__ == "__main__":
-    import sys
+    import argparse
 
-    print(make_irs(Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/out/upscale_irs"))[0])
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("out", nargs="?", default="benchmarks/out/upscale_irs", help="folder for the cached IRs")
+    print(make_irs(Path(parser.parse_args().out))[0])

@@ -41,7 +41,8 @@ def _markdown(rows: list[dict], machine, default_precision: str, size: int, args
         d, f = r["vs_default"], r["vs_f32"]
         beside = f"{f['ratio_median']:.2f}x" if f else (f"{d['ratio_median']:.2f}x" if same else "1.00x (itself)")
         peak = f"{r['share_int8_peak'] or 0:.2f} / {r['share_f32_peak'] or 0:.2f}"
-        lines.append(f"| {r['ir']} | {r['mode']} | {d['ratio_median']:.2f}x [{d['ratio_q1']:.2f}-{d['ratio_q3']:.2f}] | "
+        spread = f"[{d['ratio_q1']:.2f}-{d['ratio_q3']:.2f}]"
+        lines.append(f"| {r['ir']} | {r['mode']} | {d['ratio_median']:.2f}x {spread} | "
                      f"{beside} | {d['other_ms']:.2f} | {d['base_ms']:.2f} | {r['gmac_per_s']:.0f} | "
                      f"{peak} | {d['other_kernels']} |")
     return "\n".join(lines)

@@ -46,7 +46,9 @@ def main(argv=None) -> int:
     from mixq_nncf.ir.export import compile_ir, ir_size, run_ir
     from mixq_nncf.io_utils import atomic_write_json
     from mixq_nncf.eval.metrics import psnr_y
-    from mixq_nncf.search.sweep import Context, SweepSpec, ir_fidelity
+    from mixq_nncf.search.context import Context
+    from mixq_nncf.search.fidelity import ir_fidelity
+    from mixq_nncf.search.spec import SweepSpec
     from mixq_nncf.search.sweep_report import plot_pareto
 
     d = Path(args.sweep_dir)

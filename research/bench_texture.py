@@ -169,7 +169,7 @@ def main(argv=None) -> int:
     from mixq_nncf.io_utils import atomic_write_json
     from mixq_nncf.eval.metrics import niqe
     from mixq_nncf.models import load_generator
-    from mixq_nncf.pipeline import _quantized_model
+    from mixq_nncf.pipeline.stages import quantized_model
     from mixq_nncf.quant.checkpoint import load_quantized
     from mixq_nncf.train.loop import train
 
@@ -217,7 +217,7 @@ def main(argv=None) -> int:
         variant = demo.variant(STARTS.get(start, start))
         folder = work / f"ptq_{start}"
         folder.mkdir(parents=True, exist_ok=True)
-        _, plan = _quantized_model(variant, fp32, folder, work / "cache", calib, lambda m: print(m, file=sys.stderr))
+        _, plan = quantized_model(variant, fp32, folder, work / "cache", calib, lambda m: print(m, file=sys.stderr))
         if args.save_outputs:  # a second load of the PTQ start only when its outputs are asked for
             save_outputs(load_quantized(folder / "quantized.pt").model.eval(), f"{start}_ptq")
         for recipe in args.recipes.split(","):

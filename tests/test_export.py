@@ -99,6 +99,7 @@ def test_narrow_16bit_input_quantizer_is_caught(irs, photo_lr, tmp_path):
 def test_audit_counts_int8_and_fp32_convs(irs):
     int8 = audit_runtime(irs["int8"], (1, 3, 16, 16))
     assert (int8.conv_int8, int8.conv_fp32) == (9, 0)
+    assert int8.kernel_text.startswith("9 conv ") and " int8 (" in int8.kernel_text
     mixed = audit_runtime(irs["mixed"], (1, 3, 16, 16))
     assert (mixed.conv_int8, mixed.conv_fp32) == (6, 3)
     assert sorted(mixed.fp32_convs) == ["conv_first", "conv_hr", "conv_last"]
@@ -134,6 +135,7 @@ def test_bench_returns_sane_stats(irs):
                       input_size=(16, 16), iterations=3, warmup=1, progress=False)
     assert [s.name for s in stats] == ["fp32", "int8", "torch"]
     assert all(s.n == 3 and s.min_ms <= s.median_ms <= s.p90_ms for s in stats)
+    assert " int8 (" in stats[1].kernels and " int8 (" not in stats[0].kernels and stats[2].kernels == ""
     # GMAC from the IR equals the model's own conv arithmetic at 16x16 (4x: 64x64 output)
     macs = []
     hooks = [mod.register_forward_hook(lambda mod, i, o: macs.append(o.numel() * mod.weight[0].numel()))

@@ -91,7 +91,8 @@ def test_interrupted_video_resumes_from_its_segments(ir, tmp_path):
         upscale_video(ir, clip, out_dir, progress=False, segment_seconds=0.5, on_frame=interrupt)
     assert not (out_dir / "clip_x2.mp4").exists()  # no half file
     parts = out_dir / ".clip_x2.mp4.parts"
-    assert sorted(p.name for p in parts.glob("seg_*")) == ["seg_00000.mp4", "seg_00001.mp4"]
+    # two complete 4-frame segments; the segment in progress was deleted
+    assert sorted(p.name for p in parts.iterdir()) == ["manifest.json", "seg_00000.mp4", "seg_00001.mp4"]
     result = upscale_video(ir, clip, out_dir, progress=False, segment_seconds=0.5)
     assert result.resumed_frames == 8 and result.frames == FRAMES and result.audio is None
     assert len(read_clip(Path(result.path))[0]) == FRAMES and not parts.exists()

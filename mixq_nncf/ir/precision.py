@@ -184,7 +184,7 @@ def check_layers(requested: dict[str, str], ran: dict[str, tuple[str, str]], *, 
             note = NO_BF16_NOTE
         if kind != expected:
             if want == "bf16" and hint == "f32":
-                note = "bf16 requested, compiled with the f32 hint: export with float_precision and compile with defaults"
+                note = "bf16 requested, compiled with the f32 hint (compile as deployed: precision 'auto')"
             elif want == "f32" and module not in marked:
                 note = "f32 requested but not marked in the IR: it runs at the default precision"
             elif kind == "missing":

@@ -3,7 +3,6 @@ then 5 benchmark, 6 evaluate, 7 report."""
 from __future__ import annotations
 
 import functools
-import gc
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from mixq_nncf.pipeline.measure import add_niqe_gap, benchmark_variants, evaluat
 from mixq_nncf.pipeline.probe import CachedOutputs, probe_inputs
 from mixq_nncf.pipeline.report import assemble_report
 from mixq_nncf.pipeline.stages import audit_variant, export_variant, quantized_model, recipe_of, train_variant
+from mixq_nncf.quant.memory import release_freed_memory
 
 Log = Callable[[str], None]
 
@@ -113,7 +113,7 @@ def run(cfg: Config, out_dir: Path, *, variants: list[str] | None = None, log: L
     arts: dict[str, VariantArtifacts] = {}
     for i, name in enumerate(names):
         arts[name] = build_variant(name, vcfgs[name], f"{i + 1}/{len(names)}", out_dir, inputs, log)
-        gc.collect()  # NNCF's hook storage holds reference cycles: free the variant's models now
+        release_freed_memory(collect=True)  # the variant's models (NNCF hooks hold reference cycles)
 
     # 5. benchmark
     baseline = next((n for n in names if vcfgs[n].compression is None), None)

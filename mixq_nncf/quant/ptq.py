@@ -26,7 +26,9 @@ from mixq_nncf.data.datasets import calibration_inputs
 from mixq_nncf.errors import ConfigError
 from mixq_nncf.models import load_generator
 from mixq_nncf.quant.apply import apply_plan, force_signed
-from mixq_nncf.quant.sites import QuantizerSite
+from mixq_nncf.quant.memory import release_freed_memory, trimmed
+from mixq_nncf.quant.quantizers import is_asymmetric, write_range
+from mixq_nncf.quant.sites import QuantizerSite, quantizer_modules, quantizer_sites
 from mixq_nncf.quant.skips import plan_with_skips
 from mixq_nncf.quant.weight_ranges import fit_weight_ranges
 
@@ -92,15 +94,21 @@ def quantize_with_conflicts(model: nn.Module, plan: PrecisionPlan, calibration: 
     ignored = _ignored_scope(plan)
     if ignored is not None:
         kwargs["ignored_scope"] = ignored
-    qmodel = nncf.quantize(work, nncf.Dataset(calibration), preset=preset,
+    # the heap is trimmed before each sample: without it resident memory grows with every one (quant.memory)
+    qmodel = nncf.quantize(work, nncf.Dataset(calibration, trimmed), preset=preset,
                            subset_size=min(len(calibration), compression.initializer.range.num_init_samples),
                            advanced_parameters=advanced, **kwargs)
     if compression.weights.signed or compression.activations.signed:
         # signed: false needs nothing: NNCF 3.4 already picks unsigned levels where calibration saw one sign only
         force_signed(qmodel, weights=bool(compression.weights.signed), activations=bool(compression.activations.signed))
     plan = complete_plan(qmodel, plan, compression, example=calibration[0])
-    applied = apply_plan(qmodel, plan, example=calibration[0], input_range=input_range or plan.input_range)
+    sites = quantizer_sites(qmodel, calibration[0])
+    if overflow is OverflowFix.ENABLE:
+        undo_overflow_fix_off_8bit(qmodel, plan, sites)
+    applied = apply_plan(qmodel, plan, example=calibration[0], input_range=input_range or plan.input_range,
+                         sites=sites)
     init_weight_ranges(qmodel, compression, applied.sites, calibration)
+    release_freed_memory(collect=True)
     return qmodel, list(applied.conflicts)
 
 
@@ -158,3 +166,20 @@ def _overflow_fix(compression: CompressionSection) -> str:
                               "symmetric or overflow_fix to auto")
         return "disable"
     return fix
+
+
+def undo_overflow_fix_off_8bit(qmodel: nn.Module, plan: PrecisionPlan, sites: dict[str, QuantizerSite]) -> list[str]:
+    """NNCF's overflow fix doubles every symmetric 8-bit weight range so the values use 7 bits (no int16 saturation
+    on CPUs without VNNI). Only 8-bit weights need that: a weight the plan gives other bits (4-bit values cannot
+    saturate; 16-bit ones run in float) gets its calibrated range back. Returns the quantizer keys restored."""
+    modules = quantizer_modules(qmodel)
+    restored = []
+    for key, site in sites.items():
+        bits = [plan.layers[l].weight_bits for l in site.layers if l in plan.layers]
+        bits = [b for b in bits if b is not None]
+        q = modules[key]
+        if site.kind != "weight" or not bits or max(bits) == 8 or is_asymmetric(q):
+            continue
+        write_range(q, -q.scale.detach() / 2, q.scale.detach() / 2)
+        restored.append(key)
+    return restored

@@ -53,6 +53,8 @@ def read_ir(xml_path: str | Path, core=None):
     xml = Path(xml_path)
     if not xml.is_file():
         raise ModelFileError(f"IR not found: {xml} (export one with `mixq export` or `mixq run`)")
+    if xml.suffix.lower() != ".xml":
+        raise ModelFileError(f"{xml} is not an OpenVINO IR .xml; give the .xml file (its .bin sits beside it)")
     if not xml.with_suffix(".bin").is_file():
         raise ModelFileError(f"{xml.with_suffix('.bin')} is missing: an IR is the .xml and the .bin beside it; "
                              "copy both or re-export")

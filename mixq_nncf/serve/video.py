@@ -12,8 +12,10 @@ hold it) are joined into a temp file that is renamed to the output, so no half-w
 """
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
+import os
 import queue
 import shutil
 import threading
@@ -28,7 +30,13 @@ import numpy as np
 
 from mixq_nncf.data.imageio import Picture
 from mixq_nncf.errors import DataError, MixqError
-from mixq_nncf.io_utils import atomic_write, atomic_write_json, content_key, file_hash
+from mixq_nncf.io_utils import (
+    TMP_SUFFIX,
+    atomic_write,
+    atomic_write_json,
+    content_key,
+    file_hash,
+)
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".m4v", ".avi", ".webm", ".flv", ".wmv", ".mpg", ".mpeg", ".ts")
 KEEP_CONTAINER = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}  # others are written as .mp4
@@ -160,7 +168,8 @@ def _codec(av) -> tuple[str, dict]:
 
 
 class _SegmentWriter:
-    """Encoder thread: frames in, complete segment files out (each renamed into place when it ends)."""
+    """Encoder thread: frames in, encoded as they arrive; a segment file is renamed into place when it ends, so
+    only complete segments ever carry the final name."""
 
     def __init__(self, parts: Path, first_segment: int, per_segment: int, fps: Fraction, size: tuple[int, int],
                  fmt: str):
@@ -168,44 +177,61 @@ class _SegmentWriter:
         self.fps, self.size, self.fmt = fps, size, fmt
         self.inbox: queue.Queue = queue.Queue(maxsize=QUEUE_FRAMES)
         self.error: BaseException | None = None
+        self._open: tuple[Any, Any, Path] | None = None  # (container, stream, temp path) of the segment in progress
+        self._frames = 0
         self.thread = threading.Thread(target=self._run, name="mixq-video-encode", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         try:
-            batch: list[np.ndarray] = []
             while True:
                 item = self.inbox.get()
                 if item is None or item is _DONE:
-                    if item is _DONE and batch:
-                        self._write_segment(batch)
+                    if item is _DONE and self._open is not None:
+                        self._close_segment()
                     return
-                batch.append(item)
-                if len(batch) == self.per_segment:
-                    self._write_segment(batch)
-                    batch = []
+                self._encode(item)
+                if self._frames == self.per_segment:
+                    self._close_segment()
         except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread by finish()
             self.error = exc
+        finally:
+            self._discard()
 
-    def _write_segment(self, frames: list[np.ndarray]) -> None:
+    def _encode(self, rgb: np.ndarray) -> None:
         av = _av()
-        codec, options = _codec(av)
+        if self._open is None:
+            codec, options = _codec(av)
+            tmp = self.parts / f".seg_{self.segment:05d}.{self.fmt}{TMP_SUFFIX}"
+            out = av.open(str(tmp), "w", format=self.fmt)
+            stream = out.add_stream(codec, rate=self.fps, options=options)
+            stream.height, stream.width = self.size
+            stream.pix_fmt = "yuv420p"
+            if codec == "mpeg4":  # no constant-quality mode: about 0.25 bit per pixel
+                stream.bit_rate = int(self.size[0] * self.size[1] * float(self.fps) / 4)
+            self._open, self._frames = (out, stream, tmp), 0
+        out, stream, _ = self._open
+        frame = av.VideoFrame.from_ndarray(np.rint(rgb * 255.0).astype(np.uint8), format="rgb24")
+        frame.pts = self._frames
+        out.mux(stream.encode(frame))
+        self._frames += 1
 
-        def write(tmp: Path) -> None:
-            with av.open(str(tmp), "w", format=self.fmt) as out:
-                stream = out.add_stream(codec, rate=self.fps, options=options)
-                stream.height, stream.width = self.size
-                stream.pix_fmt = "yuv420p"
-                if codec == "mpeg4":  # no constant-quality mode: about 0.25 bit per pixel
-                    stream.bit_rate = int(self.size[0] * self.size[1] * float(self.fps) / 4)
-                for i, rgb in enumerate(frames):
-                    frame = av.VideoFrame.from_ndarray(np.rint(rgb * 255.0).astype(np.uint8), format="rgb24")
-                    frame.pts = i
-                    out.mux(stream.encode(frame))
-                out.mux(stream.encode(None))
-
-        atomic_write(self.parts / f"seg_{self.segment:05d}.{self.fmt}", write)
+    def _close_segment(self) -> None:
+        out, stream, tmp = self._open
+        out.mux(stream.encode(None))
+        out.close()
+        self._open = None
+        os.replace(tmp, self.parts / f"seg_{self.segment:05d}.{self.fmt}")
         self.segment += 1
+
+    def _discard(self) -> None:
+        """An unfinished segment is deleted (Ctrl-C, an error): the next run redoes it."""
+        if self._open is not None:
+            out, _, tmp = self._open
+            self._open = None
+            with contextlib.suppress(Exception):  # the file is deleted next
+                out.close()
+            tmp.unlink(missing_ok=True)
 
     def put(self, rgb: np.ndarray) -> None:
         while self.thread.is_alive():
@@ -217,7 +243,7 @@ class _SegmentWriter:
         raise self.error or MixqError("the video encoder stopped")
 
     def finish(self, complete: bool) -> None:
-        """Write the last (short) segment when ``complete``; otherwise drop the frames not yet in a segment."""
+        """Close the last (short) segment when ``complete``; otherwise drop the segment in progress."""
         while self.thread.is_alive():
             try:
                 self.inbox.put(_DONE if complete else None, timeout=0.1)

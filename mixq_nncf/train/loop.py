@@ -26,15 +26,13 @@ from mixq_nncf.train.log import TrainLog
 from mixq_nncf.train.losses import PerceptualLoss, discriminator_accuracy, gan_loss_d
 from mixq_nncf.train.setup import (adam_with_milestones, amp_autocast, build_discriminator, caller_placement,
                                    frozen_teacher, generator_param_groups, init_distributed, patch_batches,
-                                   pick_device, restore_placement, seed_everything, snapshot_placement,
-                                   train_patches, update_ema, warm_up_discriminator, warm_up_on_patches, wrap_ddp)
+                                   pick_device, seed_everything, train_patches, update_ema, warm_up_discriminator, warm_up_on_patches, wrap_ddp)
 from mixq_nncf.train.state import TrainState, check_out_dir, load_train_state, save_final
 from mixq_nncf.train.terms import (LossWeights, StepContext, check_finite, feature_taps, loss_terms,
                                    quant_error_probe)
 
 __all__ = ["TrainResult", "check_out_dir", "feature_taps", "load_train_state", "train", "warm_up_discriminator"]
 
-_snapshot, _restore = snapshot_placement, restore_placement  # the names tests/test_trust.py imports
 
 
 @dataclass

@@ -46,7 +46,6 @@ def vgg19_layers(end: int) -> nn.Sequential:
     return nn.Sequential(*layers[:end])
 
 
-_features = vgg19_layers  # the name benchmarks/bench_train.py imports
 
 
 class VGGFeatureExtractor(nn.Module):
