@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mixq_nncf.cpu import int8_parity_slack_db
 from mixq_nncf.errors import IRError, ParityError
 from mixq_nncf.io_utils import umask_mode, fault_point, file_hash
 from mixq_nncf.ir.deploy import PER_LAYER, compile_config_of, deployment_settings, mark_runtime_options, \
@@ -260,6 +261,7 @@ def check_parity(xml_path: str | Path, torch_model: nn.Module, images: list[torc
     from mixq_nncf.quant.nncf_adapter import input_range_problems
 
     problems = input_range_problems(torch_model, *input_range) if reference_model is not None else []
+    tolerance_db = round(tolerance_db + int8_parity_slack_db(), 3)  # AVX2-only CPUs: see cpu.int8_parity_slack_db
     compiled = compile_ir(xml_path)
     diffs, t_fid, ir_fid = [], [], []
     with torch.no_grad():

@@ -135,8 +135,11 @@ def patch_batches(ds: TrainPatches, steps: range, batch_size: int, device: torch
                   num_workers: int = 0) -> Batches:
     """(lr, hr) batches for ``steps`` on ``device``, loaded by ``num_workers`` processes (0 = this one). Items
     are pure functions of their index, so the worker count never changes a batch."""
+    # workers are spawned, not forked: a fork of a process that already runs OpenMP / oneDNN / OpenVINO threads
+    # can crash the child or the parent later
     loader = DataLoader(ds, batch_sampler=_StepIndices(steps, batch_size), collate_fn=_stack_patches,
                         num_workers=num_workers, pin_memory=device.type == "cuda",
+                        multiprocessing_context="spawn" if num_workers > 0 else None,
                         generator=torch.Generator())  # its own seed draw leaves the global torch RNG alone
     for batch in loader:
         yield batch["lr"].to(device, non_blocking=True), batch["hr"].to(device, non_blocking=True)
