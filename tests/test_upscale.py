@@ -185,7 +185,7 @@ def test_broken_ir_is_one_line_error(ir, tmp_path, damage):
     with pytest.raises(ModelFileError) as exc:
         Upscaler(xml).upscale(np.zeros((8, 8, 3), np.float32))
     assert "\n" not in str(exc.value)
-    cv2.imwrite(str(tmp_path / "in.png"), np.zeros((8, 8, 3), np.uint8))
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "in.png")
     r = _mixq("upscale", xml, tmp_path / "in.png", "--out", tmp_path / "o")
     assert r.returncode == 2 and "Traceback" not in r.stderr and str(tmp_path / "m.") in r.stderr.strip().splitlines()[-1]
 
