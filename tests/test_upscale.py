@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from mixq_nncf.errors import DataError, MixqError
 from mixq_nncf.ir.export import export_ir
