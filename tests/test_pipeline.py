@@ -62,6 +62,15 @@ def test_report_has_every_variant_with_measurements(tiny_run):
     assert rp["qat_mixed"]["conv_fp32"] == 3 and rp["qat_mixed"]["conv_int8"] == rp["ptq_int8"]["conv_int8"] - 3
     assert report["variants"]["ptq_int8"]["bin_bytes"] < report["variants"]["fp32"]["bin_bytes"]
     assert report["peers"]["torch_fp32"]["latency_median_ms"] > 0
+    # speed is led by the fp32 IR under OpenVINO's defaults, the f32-hint figure beside it (the fp32 variant's)
+    baselines = report["baselines"]
+    assert baselines["default"]["latency_median_ms"] > 0 and baselines["default"]["precision"] in ("bf16", "f32")
+    assert baselines["f32_hint"]["latency_median_ms"] == report["variants"]["fp32"]["latency_median_ms"]
+    # the int16 layers are marked f32 in the IR itself, which then needs no precision hint
+    mixed = report["variants"]["qat_mixed"]
+    assert mixed["float_precision"] == {"conv_first": "f32", "conv_hr": "f32", "conv_last": "f32"}
+    assert mixed["deployment"].startswith("per-layer") and mixed["precision_check"]["mismatches"] == []
+    assert report["variants"]["fp32"]["deployment"] == "INFERENCE_PRECISION_HINT=f32"
     assert report["training"]["qat_mixed"]["steps"] == 6
     # niqe_gap: per-photo |NIQE - fp32's NIQE| averaged, recomputed here from the per-image scores
     rows = list(csv.DictReader((out / "eval" / "per_image.csv").open()))
@@ -73,7 +82,7 @@ def test_report_has_every_variant_with_measurements(tiny_run):
     assert report["variants"]["ptq_int8"]["quality"]["niqe_gap"] >= abs(
         report["variants"]["ptq_int8"]["quality"]["niqe"] - report["variants"]["fp32"]["quality"]["niqe"]) - 1e-9
     md = (out / "report.md").read_text()
-    for word in ("ptq_int8", "qat_mixed", "NIQE", report["machine"]["cpu"]):
+    for word in ("ptq_int8", "qat_mixed", "NIQE", report["machine"]["cpu"], "speed-up vs OV fp32 IR, defaults"):
         assert word in md
     assert (out / "figures" / "crops.png").stat().st_size > 1000
     assert (out / "figures" / "tradeoff.png").stat().st_size > 1000

@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from mixq_nncf.config.plan import resolve_plan
+from mixq_nncf.config.plan import LayerPrecision, PrecisionPlan, resolve_plan
+from mixq_nncf.errors import ConfigError
 from mixq_nncf.config.schema import parse_config
 from mixq_nncf.cpu import cpu_flags, has_bf16
 from mixq_nncf.errors import IRError
@@ -105,6 +106,51 @@ def test_audit_reads_back_requested_vs_run_for_this_cpu(mixed):
     # an IR without marks under the plugin's default: the f32 requests are lost where bf16 exists
     plain = audit_runtime(mixed["plain"], (1, 3, 16, 16), requested=requested, precision="default")
     assert sorted(m.split(":")[0] for m in plain.mismatches) == (["conv_first", "conv_last"] if has_bf16() else [])
+
+
+def test_bf16_from_the_config_runs_as_planned(calibration, tmp_path):
+    """'bf16' per stage/scope: unquantized, exported without the f32 mark, audited as bf16 (f32 without bf16 units);
+    'int16' and 'fp32' layers keep the mark and run f32 under any hint."""
+    from mixq_nncf.models import build_generator
+
+    torch.manual_seed(0)
+    model = build_generator("msrresnet_x4", num_feat=8, num_block=1).eval()
+    cfg = parse_config({"compression": {
+        "stages": {"feature_extraction": {"bits": "bf16"}, "reconstruction": {"bits": "int16"}},
+        "scope_overrides": {"conv_last": {"bits": "fp32"}, "upconv2": {"weights": "bf16", "activations": "bf16"}}}})
+    plan = resolve_plan(model, cfg.compression)
+    assert plan.layers["conv_first"] == LayerPrecision(None, None, "bf16") and plan.layers["conv_first"].name == "bf16"
+    assert plan.layers["upconv2"].name == "bf16" and plan.layers["conv_hr"] == LayerPrecision(16, 16, "f32")
+    assert plan.float_kinds() == {"conv_first": "bf16", "upconv2": "bf16", "conv_hr": "f32", "conv_last": "f32"}
+    assert PrecisionPlan.from_dict(plan.to_dict()) == plan
+    assert plan.counts()["w:bf16 a:bf16"] == 2
+    q = quantize(model, plan, calibration, compression=cfg.compression)
+    xml = export_ir(q, tmp_path / "bf16.xml", example_input=calibration[0], float_precision=plan.float_kinds())
+    assert sorted(marked_in_xml(xml)) == ["conv_hr", "conv_last"]
+    requested = {n: "int8" if p.runs_int8 else p.float_kind for n, p in plan.layers.items()}
+    audit = audit_runtime(xml, (1, 3, 16, 16), requested=requested)
+    ran = {r.module: r.ran for r in audit.layers}
+    assert ran == {"conv_first": HERE_BF16, "body.0.conv1": "int8", "body.0.conv2": "int8", "upconv1": "int8",
+                   "upconv2": HERE_BF16, "conv_hr": "f32", "conv_last": "f32"}
+    assert audit.mismatches == [] and (NO_BF16_NOTE in audit.notes) == (not has_bf16())
+
+
+@pytest.mark.parametrize("compression,message", [
+    ({"scope_overrides": {"conv_first": {"weights": "bf16", "bits": "int8"}}}, None),
+    ({"fully_quantized": {"weights": "bf16"}}, "contradicts the fully quantized mode"),
+])
+def test_bf16_cannot_be_mixed_with_quantized_weights(compression, message):
+    from mixq_nncf.models import build_generator
+
+    model = build_generator("msrresnet_x4", num_feat=8, num_block=1).eval()
+    if message is None:  # weights say bf16 and win over bits: the layer is unquantized bf16, inputs int8
+        plan = resolve_plan(model, parse_config({"compression": compression}).compression)
+        assert plan.layers["conv_first"] == LayerPrecision(None, 8, "bf16")
+        with pytest.raises(ConfigError, match="bf16 leaves a layer's weights unquantized"):
+            LayerPrecision(8, 8, "bf16")
+        return
+    with pytest.raises(ConfigError, match=message):
+        resolve_plan(model, parse_config({"compression": compression}).compression)
 
 
 def test_kernel_summary_names_the_isa():

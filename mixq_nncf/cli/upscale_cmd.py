@@ -29,9 +29,10 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--outscale", type=float, default=None,
                    help="final size = OUTSCALE x the input: the network's output is resized (Lanczos up, area down), "
                         "e.g. 2 with a x4 model (default: the network's scale)")
-    p.add_argument("--precision", default="f32", choices=["f32", "bf16", "f16", "default"],
-                   help="inference precision of non-int8 layers (default f32, as mixq measures; 'default' = "
-                        "OpenVINO's own choice, bf16 on AVX512-BF16/AMX CPUs)")
+    p.add_argument("--precision", default="auto", choices=["auto", "f32", "bf16", "f16", "default"],
+                   help="inference precision of non-int8 layers (default auto: as the IR was measured, from its "
+                        ".json: per-layer f32/bf16 marks in the IR where mixq wrote them, else the f32 hint; "
+                        "'default' = OpenVINO's own choice, bf16 on AVX512-BF16/AMX CPUs)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
     p.add_argument("--streams", type=int, default=None,
                    help="infer requests run in parallel (default: OpenVINO's throughput choice)")

@@ -12,6 +12,7 @@ from typing import Iterable, Optional
 from torch import nn
 
 from mixq_nncf.config.schema import CompressionSection, bits_name, parse_bits
+from mixq_nncf.config.values import FLOAT_KINDS, is_bf16
 from mixq_nncf.config.scopes import normalized, trace_scopes
 
 from mixq_nncf.errors import ConfigError
@@ -21,15 +22,34 @@ from mixq_nncf.models import conv_layers, layer_stages
 
 @dataclass(frozen=True)
 class LayerPrecision:
-    """Bits of a layer's weights and of its input activations; None = fp32 (not quantized)."""
+    """Bits of a layer's weights and of its input activations; None = not quantized. ``float_kind`` is what a
+    layer that does not run on int8 kernels (unquantized or 16-bit weights) runs at: "f32", or "bf16" where the
+    CPU has bf16 units (f32 elsewhere)."""
     weight_bits: Optional[int] = 8
     act_bits: Optional[int] = 8
+    float_kind: str = "f32"
 
     def __post_init__(self):
         for name in ("weight_bits", "act_bits"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 16):
                 raise ConfigError(f"LayerPrecision.{name}: {value!r} is not a bit width (2..16 or None)")
+        if self.float_kind not in FLOAT_KINDS:
+            raise ConfigError(f"LayerPrecision.float_kind: {self.float_kind!r} is not one of {', '.join(FLOAT_KINDS)}")
+        if self.float_kind == "bf16" and self.weight_bits is not None:
+            raise ConfigError(f"LayerPrecision: bf16 leaves a layer's weights unquantized, but weight_bits is "
+                              f"{self.weight_bits}; use weight_bits None with bf16")
+
+    @property
+    def runs_int8(self) -> bool:
+        """Both sides at 8 bits or fewer: the CPU plugin runs the conv on its int8 kernels."""
+        return bool(self.weight_bits and self.weight_bits <= 8 and self.act_bits and self.act_bits <= 8)
+
+    @property
+    def name(self) -> str:
+        """'int8', 'bf16', 'fp32', or 'w4a8' style where the two sides differ."""
+        w, a = bits_name(self.weight_bits, self.float_kind), bits_name(self.act_bits, self.float_kind)
+        return w if w == a else f"w{w.removeprefix('int')}a{a.removeprefix('int')}"
 
 
 @dataclass(frozen=True)
@@ -52,8 +72,9 @@ class PrecisionPlan:
             raise ConfigError("precision plan: expected an object with 'layers' and 'stage_of'")
         layers = {}
         for n, p in d["layers"].items():
-            if not isinstance(p, dict) or set(p) - {"weight_bits", "act_bits"}:
-                raise ConfigError(f"precision plan: layer {n!r} must be {{'weight_bits': .., 'act_bits': ..}}")
+            if not isinstance(p, dict) or set(p) - {"weight_bits", "act_bits", "float_kind"}:
+                raise ConfigError(f"precision plan: layer {n!r} must be {{'weight_bits': .., 'act_bits': .., "
+                                  "'float_kind': 'f32' | 'bf16'}}")
             layers[str(n)] = LayerPrecision(**p)
         rng = d.get("input_range", (0.0, 1.0))
         if not (isinstance(rng, (list, tuple)) and len(rng) == 2 and all(isinstance(v, (int, float)) for v in rng)):
@@ -67,7 +88,7 @@ class PrecisionPlan:
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for p in self.layers.values():
-            key = f"w:{bits_name(p.weight_bits)} a:{bits_name(p.act_bits)}"
+            key = f"w:{bits_name(p.weight_bits, p.float_kind)} a:{bits_name(p.act_bits, p.float_kind)}"
             out[key] = out.get(key, 0) + 1
         return out
 
@@ -80,8 +101,13 @@ class PrecisionPlan:
 
     def high_precision_layers(self) -> list[str]:
         """Layers not at 8 bits or below on both sides: they run fp32 on the CPU plugin."""
-        return [n for n, p in self.layers.items() if not (p.weight_bits and p.weight_bits <= 8 and
-                                                             p.act_bits and p.act_bits <= 8)]
+        return [n for n, p in self.layers.items() if not p.runs_int8]
+
+    def float_kinds(self) -> dict[str, str]:
+        """Layer -> "f32" / "bf16" for every layer whose weights are not 8-bit or narrower (unquantized or 16-bit:
+        the CPU plugin runs those convs in floating point); export_ir's float_precision, so that the IR carries
+        each layer's precision itself."""
+        return {n: p.float_kind for n, p in self.layers.items() if p.weight_bits is None or p.weight_bits > 8}
 
 
 def match_scope(pattern: str, layers: Iterable[str], *, search: bool = False,
@@ -130,23 +156,22 @@ def resolve_plan(model: nn.Module, compression: CompressionSection,
     a_default = parse_bits(compression.activations.bits, "compression.activations.bits")
     if compression.fully_quantized is not None:
         w_default, a_default, _ = compression.fully_quantized.bits()
-    plan = {n: LayerPrecision(w_default, a_default) for n in layers}
+    f_default = "bf16" if is_bf16(compression.weights.bits) else "f32"
+    plan = {n: LayerPrecision(w_default, a_default, f_default) for n in layers}
     for stage, override in compression.stages.items():
         for n in layers:
             if stages[n] == stage:
-                plan[n] = LayerPrecision(override.weight_bits(plan[n].weight_bits),
-                                         override.activation_bits(plan[n].act_bits))
+                plan[n] = _overridden(plan[n], override, f"compression.stages.{stage}")
     claimed: set[str] = set()
     for pattern, override in compression.scope_overrides.items():
         for n in matched(pattern, layers, "compression.scope_overrides pattern", **opts):
             if n in claimed:
                 continue
             claimed.add(n)
-            plan[n] = LayerPrecision(override.weight_bits(plan[n].weight_bits),
-                                     override.activation_bits(plan[n].act_bits))
+            plan[n] = _overridden(plan[n], override, f"compression.scope_overrides.{pattern}")
     if compression.activation_outputs:
         for n, act_bits in _output_bits(compression.activation_outputs, trace).items():
-            plan[n] = LayerPrecision(plan[n].weight_bits, act_bits)
+            plan[n] = replace(plan[n], act_bits=act_bits)
     if compression.target_scopes:
         targeted = {n for pattern in compression.target_scopes
                     for n in matched(pattern, layers, "compression.target_scopes pattern", **opts)}
@@ -162,6 +187,15 @@ def resolve_plan(model: nn.Module, compression: CompressionSection,
             raise ConfigError(f"compression.fully_quantized: layer {left[0]} is set to fp32 by stages or "
                               "scope_overrides; the fully quantized mode leaves no layer fp32")
     return PrecisionPlan(layers=plan, stage_of=stages, input_range=tuple(input_range))
+
+
+def _overridden(current: LayerPrecision, override, where: str) -> LayerPrecision:
+    weight_bits = override.weight_bits(current.weight_bits)
+    float_kind = override.float_kind(current.float_kind if weight_bits is None else "f32")
+    if float_kind == "bf16" and weight_bits is not None:
+        raise ConfigError(f"{where}: bf16 weights with {bits_name(weight_bits)} given elsewhere; bf16 leaves the "
+                          "layer unquantized, so give it 'bits': 'bf16'")
+    return LayerPrecision(weight_bits, override.activation_bits(current.act_bits), float_kind)
 
 
 def _output_bits(outputs: dict, trace) -> dict[str, Optional[int]]:
@@ -191,8 +225,8 @@ def as_int8(plan: PrecisionPlan) -> PrecisionPlan:
     Variants that differ only in bit widths share one calibration made at 8 bits; apply_plan then sets each
     quantizer's real width, re-deriving its range from the calibrated statistics.
     """
-    layers = {n: LayerPrecision(None if p.weight_bits is None else 8, None if p.act_bits is None else 8)
-              for n, p in plan.layers.items()}
+    layers = {n: LayerPrecision(None if p.weight_bits is None else 8, None if p.act_bits is None else 8,
+                                p.float_kind) for n, p in plan.layers.items()}
     return replace(plan, layers=layers)
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional
 from mixq_nncf.config.dataclass_json import UNSET, from_dict, to_dict
 from mixq_nncf.config.values import PRECISION_NAMES, bits_name  # noqa: F401  (re-exported)
 from mixq_nncf.config.values import (Choice, NonNegFloat, NonNegInt, PositiveInt, PrecisionValue, Range, Seed,
-                                     parse_bits)
+                                     is_bf16, parse_bits)
 from mixq_nncf.errors import ConfigError
 from mixq_nncf.models.detect import fill_model_section
 
@@ -78,7 +78,8 @@ class QuantizerSpec:
 @dataclass(frozen=True)
 class PrecisionOverride:
     """Precision for a stage or a scope. ``bits`` sets weights and activations together; ``weights`` /
-    ``activations`` set one side."""
+    ``activations`` set one side. 'bf16' leaves the layer unquantized and runs it bf16 on CPUs with AVX512-BF16 or
+    AMX (f32 elsewhere); 'fp32' and 'int16' layers run f32 everywhere."""
     bits: PrecisionValue = UNSET
     weights: PrecisionValue = UNSET
     activations: PrecisionValue = UNSET
@@ -93,6 +94,14 @@ class PrecisionOverride:
         for value in (self.activations, self.bits):
             if value != UNSET:
                 return parse_bits(value, "activations")
+        return default
+
+    def float_kind(self, default: str) -> str:
+        """'bf16' where the weights' precision (or ``bits``) says bf16, 'f32' where it names another, else default:
+        a conv whose weights are not quantized runs at the float precision its weights are given."""
+        for value in (self.weights, self.bits):
+            if value != UNSET:
+                return "bf16" if is_bf16(value) else "f32"
         return default
 
 
@@ -281,6 +290,10 @@ class ExportSection:
     # to i8 inside the IR (a Convert folded at compile time), so the .bin keeps i4 and the convs run int8.
     # "as_converted" leaves ov.convert_model's graph as it is.
     int4_weights: Annotated[str, Choice(("int8_kernels", "as_converted"))] = "int8_kernels"
+    # "per_layer": the IR carries each float layer's precision (f32 layers marked precise, bf16 layers not) and
+    # runs as planned under OpenVINO's defaults with no hint; "f32": no marks, deployed with
+    # INFERENCE_PRECISION_HINT=f32 (every non-int8 op f32, bf16 layers too). Same graph on CPUs without bf16.
+    float_deployment: Annotated[str, Choice(("per_layer", "f32"))] = "per_layer"
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,12 @@ from typing import Annotated, Any, Iterator, Optional
 
 from mixq_nncf.errors import ConfigError
 
-# fp32 (not quantized) and every bit width NNCF 3.4 quantizers take, by name
-PRECISION_NAMES: dict[str, Optional[int]] = {"fp32": None, **{f"int{b}": b for b in range(16, 1, -1)}}
-PRECISION_HINT = "use 'fp32', a name 'int2'..'int16' or an integer 2..16"
+# fp32 and bf16 (not quantized: the layer runs in floating point) and every bit width NNCF 3.4 quantizers take
+PRECISION_NAMES: dict[str, Optional[int]] = {"fp32": None, "bf16": None,
+                                             **{f"int{b}": b for b in range(16, 1, -1)}}
+PRECISION_HINT = "use 'fp32', 'bf16', a name 'int2'..'int16' or an integer 2..16"
+# what an unquantized layer runs at on the CPU: f32, or bf16 (on CPUs with AVX512-BF16 / AMX; f32 elsewhere)
+FLOAT_KINDS = ("f32", "bf16")
 # a config is a handful of nested objects; anything far deeper is a broken or hostile file
 MAX_DEPTH = 32
 
@@ -37,8 +40,15 @@ def parse_bits(value: Any, where: str) -> Optional[int]:
     raise ConfigError(f"{where}: unknown precision {value!r}; {PRECISION_HINT}")
 
 
-def bits_name(bits: Optional[int]) -> str:
-    return "fp32" if bits is None else f"int{bits}"
+def bits_name(bits: Optional[int], float_kind: str = "f32") -> str:
+    if bits is None:
+        return "bf16" if float_kind == "bf16" else "fp32"
+    return f"int{bits}"
+
+
+def is_bf16(value: Any) -> bool:
+    """True for the precision name 'bf16' (an unquantized layer that runs bf16 where the CPU has it)."""
+    return isinstance(value, str) and value.strip().lower() == "bf16"
 
 
 class NonFinite:

@@ -53,6 +53,15 @@ def compile_config_of(meta: dict) -> Optional[dict]:
     return {"INFERENCE_PRECISION_HINT": hint} if hint in HINTS else None
 
 
+def deployed_precision(xml_path: str | Path) -> dict:
+    """The precision part of the compile options an IR is deployed with, from its sidecar: none for IRs that carry
+    each layer's precision, the recorded hint for the others, the f32 hint for IRs made elsewhere."""
+    from mixq_nncf.ir.sidecar import read_meta
+
+    recorded = compile_config_of(read_meta(xml_path))
+    return {"INFERENCE_PRECISION_HINT": DEPLOY_PRECISION} if recorded is None else recorded
+
+
 def mark_runtime_options(ov_model, precision: str = DEPLOY_PRECISION) -> None:
     """Record the hint in the IR itself (OpenVINO 2026.4.1's CPU plugin does not apply it; tools can read it)."""
     if precision != PER_LAYER:

@@ -22,7 +22,7 @@ from torch import nn
 from mixq_nncf.cpu import int8_parity_slack_db
 from mixq_nncf.errors import IRError, ParityError
 from mixq_nncf.io_utils import umask_mode, fault_point, file_hash
-from mixq_nncf.ir.deploy import PER_LAYER, compile_config_of, deployment_settings, mark_runtime_options, \
+from mixq_nncf.ir.deploy import PER_LAYER, deployed_precision, deployment_settings, mark_runtime_options, \
     write_ovms_config
 from mixq_nncf.ir.precision import check_float_precision, float_convolutions, mark_precise
 from mixq_nncf.ir.sidecar import read_meta, verify_ir  # noqa: F401 - part of this module's API
@@ -195,8 +195,7 @@ def precision_config(xml_path: str | Path, precision: str = "auto") -> dict:
     if precision == "default":
         return {}
     if precision == "auto":
-        recorded = compile_config_of(read_meta(xml_path))
-        return dict(DEFAULT_CPU_CONFIG) if recorded is None else recorded
+        return deployed_precision(xml_path)
     return {**DEFAULT_CPU_CONFIG, "INFERENCE_PRECISION_HINT": precision}
 
 

@@ -21,17 +21,17 @@ Log = Callable[[str], None]
 def benchmark_variants(cfg: Config, arts: dict[str, VariantArtifacts], fp32: nn.Module, baseline: str | None,
                        out_dir: Path, log: Log, progress: bool) -> dict:
     """All variant IRs and the peers timed in one interleaved run (ratios are only fair within one run)."""
-    from mixq_nncf.ir.bench import Target
+    from mixq_nncf.ir.bench import Target, baseline_targets
     from mixq_nncf.ir.export import ir_fingerprint
 
     path = out_dir / "bench.json"
-    names = list(arts)
-    targets = [Target(name=n, kind="openvino", path=a.ir) for n, a in arts.items()]
+    # the fp32 variant is timed as the two baselines (under OpenVINO's defaults and under the f32 hint)
+    names = [n for n in arts if n != baseline]
+    targets = [Target(name=n, kind="openvino", path=a.ir) for n, a in arts.items() if n != baseline]
+    fp32_xml = arts[baseline].ir if baseline is not None else _fp32_peer_ir(cfg, fp32, out_dir)
+    targets += baseline_targets(fp32_xml)
     peers = list(cfg.benchmark.peers)
     peer_names: list[str] = []
-    if baseline is None and "ov_fp32" in peers:
-        targets.append(Target(name="ov_fp32", kind="openvino", path=_fp32_peer_ir(cfg, fp32, out_dir)))
-        peer_names.append("ov_fp32")
     if "torch_fp32" in peers:
         targets.append(Target(name="torch_fp32", kind="torch", model=fp32))
         peer_names.append("torch_fp32")

@@ -88,8 +88,9 @@ def build_variant(name: str, vcfg: Config, index: str, out_dir: Path, inputs: Ru
                                             inputs.crop_border, log)
     art.checkpoint = folder / ("train/final.pt" if art.training else "quantized.pt")
     # 4. export and audit
-    art.ir, art.parity = export_variant(vcfg, model, inputs.probe_ref, folder, inputs.probe, log, art.checkpoint)
-    art.audit, art.size = audit_variant(vcfg, art.ir, folder, log)
+    art.ir, art.parity = export_variant(vcfg, model, inputs.probe_ref, folder, inputs.probe, log, art.checkpoint,
+                                        plan)
+    art.audit, art.size = audit_variant(vcfg, art.ir, folder, log, plan)
     return art
 
 

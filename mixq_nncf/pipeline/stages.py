@@ -28,8 +28,8 @@ def recipe_of(cfg: Config, plan: PrecisionPlan | None) -> str:
         return "fp32"
     counts: dict[str, int] = {}
     for prec in plan.layers.values():
-        key = bits_name(prec.weight_bits) if prec.weight_bits == prec.act_bits else \
-            f"w{bits_name(prec.weight_bits)}/a{bits_name(prec.act_bits)}"
+        w, a = bits_name(prec.weight_bits, prec.float_kind), bits_name(prec.act_bits, prec.float_kind)
+        key = w if w == a else f"w{w}/a{a}"
         counts[key] = counts.get(key, 0) + 1
     main = max(counts, key=counts.get)
     rest = ", ".join(f"{k} x{n}" for k, n in counts.items() if k != main)
@@ -135,15 +135,25 @@ def _run_training(cfg: Config, model: nn.Module, plan: PrecisionPlan | None, pro
     return info
 
 
+def float_precision_of(cfg: Config, plan: PrecisionPlan | None) -> dict[str, str] | None:
+    """export_ir's float_precision for a variant: the plan's f32 / bf16 layers where the IR carries them, None
+    (whole-model f32 hint) for the fp32 reference and where export.float_deployment says "f32"."""
+    if plan is None or cfg.compression is None or cfg.export.float_deployment == "f32":
+        return None
+    return plan.float_kinds()
+
+
 def export_variant(cfg: Config, model: nn.Module, probe_ref: CachedOutputs, folder: Path,
-                   probe: list[torch.Tensor], log: Log, checkpoint: Path) -> tuple[Path, dict]:
+                   probe: list[torch.Tensor], log: Log, checkpoint: Path,
+                   plan: PrecisionPlan | None = None) -> tuple[Path, dict]:
     """The variant's OpenVINO IR (re-exported only when its checkpoint or export settings changed) and its
     torch-vs-OpenVINO parity."""
     from mixq_nncf.ir.export import check_parity, export_ir, ir_fingerprint
 
     xml = folder / "model.xml"
     source = checkpoint if checkpoint.is_file() else None
-    key = content_key(file_hash(source) if source else None, to_dict(cfg.export), list(probe[0].shape))
+    floats = float_precision_of(cfg, plan)
+    key = content_key(file_hash(source) if source else None, to_dict(cfg.export), list(probe[0].shape), floats)
     if ir_matches(xml, key):
         log(f"      IR found: {xml}")
     else:
@@ -151,7 +161,8 @@ def export_variant(cfg: Config, model: nn.Module, probe_ref: CachedOutputs, fold
         meta = {"arch": cfg.model.arch, "args": cfg.model.args, "weights": cfg.model.weights, "variant": cfg.name,
                 "source_key": key}
         export_ir(model, xml, example_input=probe[0], dynamic=cfg.export.dynamic_shape,
-                  compact_16bit=cfg.export.compact_16bit, meta=meta, int4_weights=cfg.export.int4_weights)
+                  compact_16bit=cfg.export.compact_16bit, meta=meta, int4_weights=cfg.export.int4_weights,
+                  float_precision=floats)
 
     def _parity() -> dict:
         images = [p for p in probe[: max(1, cfg.export.parity_images)]]
@@ -165,17 +176,23 @@ def export_variant(cfg: Config, model: nn.Module, probe_ref: CachedOutputs, fold
     return xml, parity
 
 
-def audit_variant(cfg: Config, xml: Path, folder: Path, log: Log) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Which convs the CPU plugin really runs in int8 / fp32, and the IR's bytes by precision."""
+def audit_variant(cfg: Config, xml: Path, folder: Path, log: Log,
+                  plan: PrecisionPlan | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Which convs the CPU plugin really runs in int8 / bf16 / f32, each checked against what the plan asked, and
+    the IR's bytes by precision."""
     from mixq_nncf.ir.audit import audit_runtime
     from mixq_nncf.ir.export import ir_fingerprint, ir_size
 
     shape = tuple(cfg.input_info.sample_size)
+    requested = None if plan is None else \
+        {n: "int8" if p.runs_int8 else p.float_kind for n, p in plan.layers.items()}
 
     def _compute() -> dict:
-        audit = to_dict(audit_runtime(xml, input_shape=shape))
+        audit = to_dict(audit_runtime(xml, input_shape=shape, requested=requested))
         audit.pop("ops", None)
         return {"audit": audit, "size": to_dict(ir_size(xml))}
 
-    saved, _ = cached_json(folder / "audit.json", content_key(ir_fingerprint(xml), list(shape)), _compute)
+    saved, _ = cached_json(folder / "audit.json", content_key(ir_fingerprint(xml), list(shape), requested), _compute)
+    for mismatch in saved["audit"].get("mismatches") or []:
+        log(f"      warning: {mismatch}")
     return saved["audit"], saved["size"]

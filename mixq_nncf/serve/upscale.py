@@ -21,6 +21,7 @@ import numpy as np
 
 from mixq_nncf.errors import IRError, MixqError
 from mixq_nncf.data.imageio import Picture, check_pixels, resize_plane
+from mixq_nncf.ir.deploy import deployed_precision
 from mixq_nncf.ir.sidecar import verify_ir
 from mixq_nncf.serve.tiling import Reach, Tile, network_reach, plan_tiles
 
@@ -32,7 +33,7 @@ DEFAULT_TILE = 384
 # default overlap cap: SRResNet (35) and EDSR-M (36) stay exact; RRDBNet (350) and EDSR-L (68) are capped;
 # Real-ESRGAN's own script uses 10
 MAX_DEFAULT_OVERLAP = 40
-PRECISIONS = ("f32", "bf16", "f16", "default")
+PRECISIONS = ("auto", "f32", "bf16", "f16", "default")
 
 
 ModelFileError = IRError  # an IR cannot be read or compiled: one line naming the file and the fix
@@ -69,13 +70,13 @@ def read_ir(xml_path: str | Path, core=None):
 
 def compile_config(precision: str = "f32", *, threads: int = 0, streams: Optional[int] = None) -> dict:
     """CPU compile options. ``precision='default'`` leaves the inference precision to the plugin (bf16 on CPUs with
-    AVX512-BF16/AMX), which is what plain OpenVINO users get. One stream on all threads by default: a frame or a
+    AVX512-BF16/AMX), which is what plain OpenVINO users get ("auto" is resolved per IR by the Upscaler). One stream on all threads by default: a frame or a
     large tile keeps every core busy, and a second stream would leave a core idle on the last image of an odd
     count; ``streams`` > 1 runs that many requests side by side (many small tiles)."""
     if precision not in PRECISIONS:
         raise MixqError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     config: dict[str, Any] = {}
-    if precision != "default":
+    if precision not in ("default", "auto"):
         config["INFERENCE_PRECISION_HINT"] = precision
     if streams and streams > 1:
         config.update({"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": int(streams)})
@@ -107,8 +108,9 @@ class Upscaler:
         tile: largest LR core side of a tile; None = the whole image up to WHOLE_IMAGE_PIXELS, else DEFAULT_TILE;
             0 = always the whole image.
         overlap: LR context around each core; None = the receptive radius (exact) up to MAX_DEFAULT_OVERLAP.
-        precision: inference precision hint for non-int8 layers: "f32" (what mixq measures), "bf16", "f16" or
-            "default" (the plugin's choice: bf16 on AVX512-BF16/AMX CPUs).
+        precision: "auto" (as the IR is deployed, from its sidecar: no hint for IRs that carry each layer's
+            precision, the f32 hint for the others and for IRs made elsewhere), a hint for non-int8 layers ("f32",
+            "bf16", "f16") or "default" (the plugin's choice: bf16 on AVX512-BF16/AMX CPUs).
         threads, streams: CPU threads (0 = all cores) and parallel streams (None = one stream on all threads).
         scale: expected scale; a mismatch with the IR's is an error.
         progress: a tqdm bar per image.
@@ -119,7 +121,7 @@ class Upscaler:
     """
 
     def __init__(self, xml: str | Path, *, tile: Optional[int] = None, overlap: Optional[int] = None,
-                 precision: str = "f32", threads: int = 0, streams: Optional[int] = None,
+                 precision: str = "auto", threads: int = 0, streams: Optional[int] = None,
                  scale: Optional[int] = None, config: Optional[dict] = None, progress: bool = False,
                  cache: bool = True, max_pixels: Optional[int] = None):
         ov = _ov()
@@ -139,7 +141,8 @@ class Upscaler:
         self.scale = self.reach.scale
         self.tile = tile
         self.overlap = overlap if overlap is not None else min(self.reach.radius, MAX_DEFAULT_OVERLAP)
-        self.config = {**compile_config(precision, threads=threads, streams=streams), **(config or {})}
+        self.config = {**compile_config(precision, threads=threads, streams=streams),
+                       **(deployed_precision(self.xml) if precision == "auto" else {}), **(config or {})}
         self.precision = precision
         self.progress = progress
         self.max_pixels = max_pixels

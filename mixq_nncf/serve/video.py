@@ -372,7 +372,7 @@ def _prepare_parts(parts: Path, key: str) -> None:
 
 
 def upscale_video(xml: str | Path, source: str | Path, out_dir: str | Path, *, outscale: float | None = None,
-                  precision: str = "f32", threads: int = 0, tile: int | None = None,
+                  precision: str = "auto", threads: int = 0, tile: int | None = None,
                   overlap: int | None = None, segment_seconds: float = SEGMENT_SECONDS, progress: bool = True,
                   on_frame: Callable[[int], None] | None = None) -> VideoResult:
     """Upscale every frame of ``source`` with the IR and write ``out_dir/<stem>_x<scale><ext>``.
