@@ -166,6 +166,8 @@ def _compression(q: dict, errors: Collector, tr: Translation) -> dict:
         if q["preset"] not in ("performance", "mixed"):
             errors.errors.append(f"compression.preset: {q['preset']!r} is not valid; choose one of performance, mixed")
         out["preset"] = q["preset"]
+    else:  # NNCF 2.x quantizes activations symmetrically unless told; mixq's own default is asymmetric
+        out["preset"] = "performance"
     defaults = {}
     for side in ("weights", "activations"):
         group = translate_group(errors.obj(q.get(side), f"compression.{side}"), side, errors, tr)
@@ -207,7 +209,7 @@ def _compression(q: dict, errors: Collector, tr: Translation) -> dict:
         tr.notes.append("no initializer.range: NNCF 2.x's default mixed_min_max -> min_max (NNCF 3.4 MINMAX)")
     if "batchnorm_adaptation" in init:
         tr.ignored.append("compression.initializer.batchnorm_adaptation (the SR generators have no BatchNorm layers; "
-                          "NNCF 3.4's fast bias correction runs instead)")
+                          "NNCF 3.4's fast bias correction is there as compression.initializer.fast_bias_correction)")
     if "precision" in init:
         translate_precision(init["precision"], out, errors, tr)
     if any(s.startswith("{re}") for s in out.get("ignored_scopes", []) + out.get("target_scopes", []) +
