@@ -3,6 +3,7 @@ import json
 import math
 import random
 import runpy
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -13,14 +14,19 @@ from mixq_nncf.cli import main as mixq_main
 from mixq_nncf.config.files import load_config
 from mixq_nncf.config.plan import resolve_plan
 from mixq_nncf.config.schema import parse_config
+from mixq_nncf.cpu import has_bf16
+from mixq_nncf.ir.audit import audit_runtime
 from mixq_nncf.models import build_generator
 from mixq_nncf.search import sweep as sweep_mod
 from mixq_nncf.search.allocate import Base, Budget, BudgetError, Item, brute_force, solve
 from mixq_nncf.search.context import worst_and_spread
+from mixq_nncf.search.costs import NO_BF16_NOTE
 from mixq_nncf.search.spec import SCHEME_LATENCY_TOLERANCE, SweepError, SweepSpec, parse_shard
 from mixq_nncf.search.store import ResultStore
 from mixq_nncf.search.sweep import run_sweep
-from mixq_nncf.search.verify import allocate_and_verify, corrected_items, reference_candidates, sweep_config
+from mixq_nncf.search.sweep_report import allocation_items
+from mixq_nncf.search.verify import (_export_allocation, allocate_and_verify, corrected_items, reference_candidates,
+                                     sweep_config)
 from tiny_models import TINY
 
 
@@ -293,3 +299,101 @@ def test_a_missed_budget_corrects_the_chosen_costs_and_steps_back_by_measurement
                                     {"fidelity_db": 30.3, "int8_fidelity_db": 30.0}, fb)
     assert factor == pytest.approx(0.3 / (pick.fidelity_db - 30.0))
     assert sum(i.gain_db for i in fixed if i.name in pick.chosen) == pytest.approx(0.3)
+
+
+# ----------------------------------------------------------------------------------------------
+# three precisions: int8, bf16, f32
+
+def test_sweep_prices_bf16_and_measures_its_gain(swept):
+    summary = json.loads((swept["out"] / "sweep.json").read_text())
+    native = has_bf16()
+    assert summary["bf16"]["native"] == native and summary["bf16"]["timed"] == native
+    for lc in summary["layer_costs"].values():
+        assert {"int8_ms", "bf16_ms", "fp32_ms"} <= set(lc)
+        assert lc["bf16_size_bytes"] > lc["size_bytes"]  # the IR stores a bf16 layer's weights as f32
+        if not native:  # not timed twice: bf16 runs f32 here
+            assert lc["bf16_ms"] == lc["fp32_ms"]
+    if not native:
+        assert summary["bf16"]["note"] == NO_BF16_NOTE
+    for row in summary["units"] + summary["stages"]:
+        assert math.isfinite(row["bf16_gain_db"]) and row["bf16_gain_db"] != row["gain_db"]
+        assert row["bf16_deployed_gain_db"] == (row["bf16_gain_db"] if native else row["gain_db"])
+    gains = [r for r in _lines(swept["out"]) if r["ok"] and r["kind"] == "gain"]
+    assert gains and all("psnr" in r["result"]["bf16"] for r in gains)
+    items = allocation_items(summary)
+    assert all((i.bf16 is not None) == native for i in items)
+    assert "bf16 gain" in (swept["out"] / "sweep.md").read_text()
+
+
+def _without_bf16(folder: Path) -> None:
+    """Rewrite a sweep's results as a sweep from before bf16 pricing recorded them."""
+    lines = []
+    for rec in _lines(folder):
+        res = rec.get("result")
+        if isinstance(res, dict):
+            res.pop("bf16", None)
+            for lc in (res.get("layers") or {}).values() if rec["kind"] == "costs" else ():
+                for k in ("bf16_ms", "bf16_exec", "bf16_size_bytes"):
+                    lc.pop(k, None)
+        lines.append(json.dumps(rec))
+    for p in folder.glob("results*.jsonl"):
+        p.unlink()
+    (folder / "results.jsonl").write_text("\n".join(lines) + "\n")
+    (folder / "sweep.json").unlink()
+
+
+def test_old_results_without_bf16_still_summarize_and_allocate(swept, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(swept["out"], old)
+    _without_bf16(old)
+    outcome = run_sweep(swept["cfg"], old, SPEC, progress=False, log=lambda m: None)
+    assert outcome.complete  # nothing re-measured: the old records are finished jobs
+    s = outcome.summary
+    assert s["bf16"]["native"] is False and "older sweep" in s["bf16"]["note"]
+    for row in s["units"]:
+        assert "bf16_gain_db" not in row and row["bf16_latency_ms"] == pytest.approx(row["latency_ms"])
+    assert all(i.bf16 is None for i in allocation_items(s))
+    out = tmp_path / "alloc.json"
+    rec = allocate_and_verify(old, Budget("latency_ratio", 3.0), out, verify=False, log=lambda m: None)
+    assert set(rec["precisions"].values()) <= {"f32"}
+    assert {u["name"] for u in rec["units"]} == {r["name"] for r in s["units"]}
+    assert all("bf16: not measured" in u["why"] for u in rec["units"])
+    assert all(v in ({"bits": "int16"}, {"weights": "int16"})
+               for k, v in json.loads(out.read_text())["compression"]["scope_overrides"].items())
+
+
+def test_bf16_allocation_writes_and_builds_its_precisions(swept, tmp_path):
+    """A sweep as a bf16 CPU records it (bf16 timed; the figures edited so one unit's bf16 is the only choice
+    that fits): the allocation picks it, explains it, writes 'bits': 'bf16', and that config's IR carries it."""
+    folder = tmp_path / "bf16cpu"
+    shutil.copytree(swept["out"], folder)
+    summary = json.loads((folder / "sweep.json").read_text())
+    summary["bf16"] = {"native": True, "timed": True, "note": None}
+    pick = max((r for r in summary["units"] if r["override"] == "bits"), key=lambda r: r["bf16_gain_db"])
+    assert pick["bf16_gain_db"] > 0
+    budget_ms = min(0.5, min(r["latency_ms"] for r in summary["units"] if r["latency_ms"] > 0) / 2)
+    for row in summary["units"]:
+        row["latency_ms"] = max(row["latency_ms"], 2 * budget_ms + 1.0)  # f32 never fits the budget
+        row["bf16_latency_ms"] = budget_ms if row is pick else 2 * budget_ms + 1.0
+    (folder / "sweep.json").write_text(json.dumps(summary))
+    out = tmp_path / "alloc.json"
+    base_ms = summary["latency_ms"]["int8"]
+    rec = allocate_and_verify(folder, Budget("latency_ms", base_ms + 1.5 * budget_ms), out, verify=False,
+                              log=lambda m: None)
+    assert rec["precisions"] == {pick["name"]: "bf16"}
+    row = next(u for u in rec["units"] if u["name"] == pick["name"])
+    assert row["precision"] == "bf16" and row["config_bits"] == "bf16" and "chose bf16" in row["why"]
+    assert "f32:" in row["why"] and "bf16:" in row["why"]
+    assert all(u["precision"] == "int8" and "kept int8" in u["why"] for u in rec["units"] if u is not row)
+    assert f"| {pick['name']} | bf16 | bf16 |" in rec["markdown"]
+    # the config round-trips into a plan with that float kind, and its IR runs as requested on this CPU
+    cfg = load_config(out)
+    plan = resolve_plan(build_tiny(), cfg.compression)
+    assert plan.float_kinds() == {n: "bf16" for n in pick["layers"]}
+    assert all(plan.layers[n].weight_bits is None and plan.layers[n].act_bits is None for n in pick["layers"])
+    xml, _, _, requested = _export_allocation(folder, summary, cfg, "bf16-test", lambda m: None)
+    assert json.loads(xml.with_suffix(".json").read_text())["float_precision"] == {n: "bf16" for n in pick["layers"]}
+    audit = audit_runtime(xml, (1, 3, 16, 16), requested=requested)
+    assert not audit.mismatches
+    ran = {r.module: r.ran for r in audit.layers}
+    assert all(ran[n] == ("bf16" if has_bf16() else "f32") for n in pick["layers"])

@@ -7,11 +7,13 @@ from pathlib import Path
 
 def add_parser(p: argparse.ArgumentParser, name: str) -> None:
     p.description = (
-        "Choose which units of a finished `mixq sweep` to keep at high precision (16-bit, which runs as fp32 on "
-        "the CPU) under one budget, with an exact knapsack over the measured gains and costs; then build that "
-        "config, export and measure its IR, and step back if the budget is missed. Writes an ordinary config "
-        "(scope_overrides) that `mixq quantize / train / run / export` accept, with the predicted and verified "
-        "figures in its description, and CONFIG.allocation.json beside it.")
+        "Choose a precision for each unit of a finished `mixq sweep` under one budget: int8, bf16 (where the "
+        "sweep's CPU has AVX512-BF16/AMX; elsewhere bf16 runs f32 and is not offered) or f32 (written as int16, "
+        "which runs fp32 on the CPU), with an exact multiple-choice knapsack over the measured gains and costs; "
+        "then build that config, export and measure its IR, and step back if the budget is missed. Writes an "
+        "ordinary config (scope_overrides with 'bits': 'int16' / 'bf16') that `mixq quantize / train / run / "
+        "export` accept, with the predicted and verified figures in its description, and CONFIG.allocation.json "
+        "beside it, which lists per unit the precision chosen and why.")
     p.add_argument("sweep_dir", metavar="DIR", help="a finished sweep folder (holds sweep.json)")
     p.add_argument("--out", required=True, metavar="CONFIG.json", help="config to write")
     budget = p.add_mutually_exclusive_group(required=True)

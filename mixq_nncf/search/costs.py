@@ -1,9 +1,11 @@
 """What keeping a layer high costs on the CPU, measured on real OpenVINO IRs at the user's input size.
 
-Per-layer time comes from OpenVINO's performance counters of an all-int8 and an all-fp32 IR; the
-precision-boundary nodes (Reorder / Convert) a mixed model adds are measured on the paper-recipe IR and shared
+Per-layer time comes from OpenVINO's performance counters of an all-int8 and an all-fp32 IR, and of the fp32 IR
+compiled with the bf16 hint where the CPU has bf16 units (elsewhere bf16 runs f32, so its time is the f32 time and
+is not measured twice); the precision-boundary nodes (Reorder / Convert) a mixed model adds are measured on the paper-recipe IR and shared
 out per layer by the elements crossing them; the counters are scaled to the interleaved wall-clock median; size
-is the IR's bytes.
+is the IR's bytes. A bf16 layer is stored unquantized in the IR (f32 constants, converted to bf16 when compiled),
+so it adds 3 bytes per weight over int8 to the .bin a size budget is checked on.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 
 from mixq_nncf.config.plan import PrecisionPlan
+from mixq_nncf.cpu import has_bf16
 from mixq_nncf.ir.audit import audit_runtime, module_name
 from mixq_nncf.ir.bench import Target, benchmark, machine_info
 from mixq_nncf.ir.export import compile_ir, export_ir, ir_size
@@ -23,6 +26,8 @@ from mixq_nncf.search.fidelity import ir_fidelity
 from mixq_nncf.search.spec import paper_plan
 
 COUNTER_WARMUP = 2  # inferences before the counted runs
+NO_BF16_NOTE = "no bf16 units on this CPU: bf16 runs f32"
+BF16_IR_BYTES = 4  # an unquantized layer's weights in the .bin (f32; the plugin converts them to bf16 at compile)
 
 
 def export_plan(ctx: Context, plan: Optional[PrecisionPlan], xml: Path) -> Path:
@@ -34,10 +39,12 @@ def export_plan(ctx: Context, plan: Optional[PrecisionPlan], xml: Path) -> Path:
     return export_ir(model, xml, example_input=ex, compact_16bit=ctx.cfg.export.compact_16bit)
 
 
-def conv_times(xml: Path, shape: tuple, runs: int) -> dict:
+def conv_times(xml: Path, shape: tuple, runs: int, precision: str = "auto") -> dict:
     """Per-conv and other time (ms) from OpenVINO's performance counters, median over runs:
-    {"convs": {module name: {"ms", "exec"}}, "other_ms", "total_ms"}."""
-    compiled = compile_ir(xml, shape=shape, config={"PERF_COUNT": "YES", "PERFORMANCE_HINT": "LATENCY"})
+    {"convs": {module name: {"ms", "exec"}}, "other_ms", "total_ms"}. ``precision``: compile_ir's (as deployed,
+    or a hint such as "bf16")."""
+    compiled = compile_ir(xml, shape=shape, config={"PERF_COUNT": "YES", "PERFORMANCE_HINT": "LATENCY"},
+                          precision=precision)
     request = compiled.create_infer_request()
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     for _ in range(COUNTER_WARMUP):
@@ -92,6 +99,10 @@ def measure_costs(ctx: Context) -> dict:
            "paper": export_plan(ctx, paper_plan(ctx.base_plan), irs / "paper.xml")}
     ctx.log("performance counters of the int8, fp32 and paper-recipe IRs")
     times = {k: conv_times(v, shape, ctx.spec.latency_runs) for k, v in xml.items()}
+    bf16 = {"native": has_bf16(), "timed": has_bf16(), "note": None if has_bf16() else NO_BF16_NOTE}
+    if bf16["timed"]:
+        ctx.log("performance counters of the fp32 IR compiled with the bf16 hint")
+        times["bf16"] = conv_times(xml["fp32"], shape, ctx.spec.latency_runs, precision="bf16")
     audits = {k: audit_runtime(v, shape) for k, v in xml.items()}
     stats = benchmark([Target(k, "openvino", v) for k, v in xml.items()], input_size=(h, w),
                       iterations=ctx.spec.bench_iterations, warmup=2, progress=False)
@@ -103,14 +114,18 @@ def measure_costs(ctx: Context) -> dict:
     scale = wall["int8"] / times["int8"]["total_ms"] if times["int8"]["total_ms"] else 1.0
     bytes_high = 2 if ctx.cfg.export.compact_16bit else 4
     t8, t32 = times["int8"]["convs"], times["fp32"]["convs"]
+    t16 = times["bf16"]["convs"] if "bf16" in times else t32  # no bf16 units: bf16 runs f32, in f32 time
     layers = {}
     for n, m in ctx.fp32.named_modules():
         if not isinstance(m, nn.Conv2d):
             continue
-        a, b = t8.get(n, {}).get("ms", 0.0), t32.get(n, {}).get("ms", 0.0)
-        layers[n] = {"int8_ms": a * scale, "fp32_ms": b * scale, "boundary_ms": per_elem * elems.get(n, 0) * scale,
+        a, b, c = (t.get(n, {}).get("ms", 0.0) for t in (t8, t32, t16))
+        layers[n] = {"int8_ms": a * scale, "fp32_ms": b * scale, "bf16_ms": c * scale,
+                     "boundary_ms": per_elem * elems.get(n, 0) * scale,
                      "int8_exec": t8.get(n, {}).get("exec", ""), "fp32_exec": t32.get(n, {}).get("exec", ""),
-                     "size_bytes": m.weight.numel() * (bytes_high - 1)}
+                     "bf16_exec": t16.get(n, {}).get("exec", ""),
+                     "size_bytes": m.weight.numel() * (bytes_high - 1),
+                     "bf16_size_bytes": m.weight.numel() * (BF16_IR_BYTES - 1)}
     pairs = ctx.eval_pairs()
     fid = {k: ir_fidelity(xml[k], xml["fp32"], pairs, ctx.crop_border) for k in ("int8", "paper")}
     mi = machine_info()
@@ -120,5 +135,5 @@ def measure_costs(ctx: Context) -> dict:
             "paper_layers": high, "layers": layers,
             "size_bytes": {k: ir_size(v).bin_bytes for k, v in xml.items()},
             "runtime_convs": {k: {"int8": a.conv_int8, "fp32": a.conv_fp32} for k, a in audits.items()},
-            "ir_fidelity": fid, "eval_images": len(pairs),
+            "ir_fidelity": fid, "eval_images": len(pairs), "bf16": bf16,
             "machine": {"cpu": mi.cpu, "cores": mi.cores, "openvino": mi.openvino}}

@@ -1,6 +1,7 @@
 """Measuring quality in torch, one job at a time: fidelity on the ranking crops of the calibrated model re-planned
-(a unit kept high, a unit dropped to int8, the references), after a short QAT, and the cheap per-layer proxy that
-ranks every layer before the contenders are measured. Each measurement returns a JSON-able dict.
+(a unit kept high at 16 bits or in emulated bf16, a unit dropped to int8, the references), after a short QAT, and
+the cheap per-layer proxy that ranks every layer before the contenders are measured. Each measurement returns a
+JSON-able dict.
 """
 from __future__ import annotations
 
@@ -44,8 +45,40 @@ def measure_base(ctx: Context) -> dict:
 
 
 def measure_gain(ctx: Context, unit: Unit) -> dict:
-    """Quality with the unit kept high on the all-int8 model."""
-    return ranking_quality(ctx.apply(ctx.base_plan.with_layers(unit.high(ctx.base_plan))), ctx)
+    """Quality with the unit kept high (16 bits, run f32) on the all-int8 model, and under "bf16" with the unit
+    unquantized in emulated bf16: one more forward pass, so every measured unit has both figures."""
+    q = ranking_quality(ctx.apply(ctx.base_plan.with_layers(unit.high(ctx.base_plan))), ctx)
+    model = ctx.apply(ctx.base_plan.with_layers(unit.bf16(ctx.base_plan)))
+    with bf16_emulated(model, unit.layers):
+        q["bf16"] = ranking_quality(model, ctx)
+    return q
+
+
+def _to_bf16(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.bfloat16).to(t.dtype)
+
+
+@contextlib.contextmanager
+def bf16_emulated(model: nn.Module, layers: tuple[str, ...]) -> Iterator[nn.Module]:
+    """The named convs compute on bf16-rounded weights and inputs (bf16 storage, f32 accumulation, as the CPU
+    plugin's bf16 kernels do) while inside; the weights are restored after. Cheaper than an IR per unit, and the
+    figure a bf16 CPU would deploy, whatever CPU the sweep runs on."""
+    convs = {n: m for n, m in model.named_modules() if n in layers and isinstance(m, nn.Conv2d)}
+    missing = sorted(set(layers) - set(convs))
+    if missing:
+        raise ValueError(f"bf16 emulation: no conv named {', '.join(missing)} in the model")
+    saved = {n: m.weight.data for n, m in convs.items()}
+    hooks = [m.register_forward_pre_hook(lambda mod, args: (_to_bf16(args[0]),) + tuple(args[1:]))
+             for m in convs.values()]
+    try:
+        for m in convs.values():
+            m.weight.data = _to_bf16(m.weight.data)
+        yield model
+    finally:
+        for h in hooks:
+            h.remove()
+        for n, m in convs.items():
+            m.weight.data = saved[n]
 
 
 def measure_loss(ctx: Context, unit: Unit) -> dict:

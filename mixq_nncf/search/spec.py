@@ -72,6 +72,12 @@ class Unit:
         return {n: LayerPrecision(HIGH_BITS, HIGH_BITS if self.override == "bits" else base.layers[n].act_bits)
                 for n in self.layers}
 
+    def bf16(self, base: PrecisionPlan) -> dict[str, LayerPrecision]:
+        """The unit unquantized and run bf16: weights and input ("bits") or the weights only ("weights": the
+        shared input quantizer stays as the base has it)."""
+        return {n: LayerPrecision(None, None if self.override == "bits" else base.layers[n].act_bits, "bf16")
+                for n in self.layers}
+
     def low(self, base: PrecisionPlan, all_high: PrecisionPlan) -> dict[str, LayerPrecision]:
         return {n: LayerPrecision(base.layers[n].weight_bits,
                                   base.layers[n].act_bits if self.override == "bits" else all_high.layers[n].act_bits)

@@ -12,10 +12,25 @@ from scipy.stats import spearmanr
 from mixq_nncf.config.schema import Config
 from mixq_nncf.eval.report import label_points
 from mixq_nncf.io_utils import atomic_write, atomic_write_json, atomic_write_text
-from mixq_nncf.search.allocate import Base, Item, pareto_front
+from mixq_nncf.search.allocate import Base, Item, Option, pareto_front
 from mixq_nncf.search.spec import Job, SweepSpec
 
 PAPER_STAGE_ORDER = ["reconstruction", "feature_extraction", "upsampling", "body"]  # most sensitive first (SRGAN)
+# sweeps whose costs job predates bf16 timing: bf16 is priced as f32 and offered nowhere
+UNTIMED_BF16 = {"native": False, "timed": False,
+                "note": "the sweep's costs hold no bf16 timing (an older sweep): bf16 priced as f32, not offered"}
+
+
+def _added_ms(lc: dict, kind: str) -> float:
+    """What running a layer at ``kind`` ("fp32" / "bf16") instead of int8 adds, with its boundary nodes. A layer
+    cost without bf16_ms (an older sweep, or a CPU without bf16 units) runs bf16 as f32."""
+    ms = lc.get("bf16_ms", lc["fp32_ms"]) if kind == "bf16" else lc["fp32_ms"]
+    return ms - lc["int8_ms"] + lc["boundary_ms"]
+
+
+def _bf16_size(lc: dict) -> float:
+    """IR bytes a bf16 layer adds (stored f32: 3 per weight over int8); older sweeps: from the f32 figure."""
+    return lc["bf16_size_bytes"] if "bf16_size_bytes" in lc else lc["size_bytes"]
 
 
 def _proxy_db(total_mse: float, removed_mse: float) -> float:
@@ -43,9 +58,10 @@ def summarize(cfg: Config, spec: SweepSpec, stage_of: dict[str, str], jobs: list
         row = units.setdefault(u.kind + ":" + u.name, {
             "name": u.name, "kind": u.kind, "layers": list(u.layers), "override": u.override,
             "stage": u.name if u.kind == "stage" else "",
-            "latency_ms": sum(layer_costs[n]["fp32_ms"] - layer_costs[n]["int8_ms"] + layer_costs[n]["boundary_ms"]
-                              for n in u.layers),
+            "latency_ms": sum(_added_ms(layer_costs[n], "fp32") for n in u.layers),
             "size_bytes": sum(layer_costs[n]["size_bytes"] for n in u.layers),
+            "bf16_latency_ms": sum(_added_ms(layer_costs[n], "bf16") for n in u.layers),
+            "bf16_size_bytes": sum(_bf16_size(layer_costs[n]) for n in u.layers),
             "proxy_gain_db": _proxy_db(proxy["predicted_out_mse"], sum(prox[n]["gain_mse"] for n in u.layers)),
             "proxy_loss_mse": sum(prox[n]["loss_mse"] for n in u.layers),
             "depth": min(list(layer_costs).index(n) for n in u.layers)})
@@ -53,15 +69,21 @@ def summarize(cfg: Config, spec: SweepSpec, stage_of: dict[str, str], jobs: list
         if j.kind == "gain":
             row["gain_db"] = r["psnr"] - int8_q["psnr"]
             row["gain_ssim"] = r["ssim"] - int8_q["ssim"]
+            if "bf16" in r:  # emulated in torch; older sweeps have no such figure
+                row["bf16_gain_db"] = r["bf16"]["psnr"] - int8_q["psnr"]
+                row["bf16_gain_ssim"] = r["bf16"]["ssim"] - int8_q["ssim"]
         elif j.kind == "loss":
             row["loss_db"] = high_q["psnr"] - r["psnr"]
             row["loss_ssim"] = high_q["ssim"] - r["ssim"]
         else:
             row["qat_psnr"] = r["psnr"]
     qat_base = by_kind.get("qat")
+    native = bool((costs.get("bf16") or UNTIMED_BF16).get("native"))
     for row in units.values():
         if "qat_psnr" in row and qat_base:
             row["qat_gain_db"] = row.pop("qat_psnr") - qat_base["psnr"]
+        if "bf16_gain_db" in row and "gain_db" in row:  # what bf16 gives here: f32's gain where bf16 runs f32
+            row["bf16_deployed_gain_db"] = row["bf16_gain_db"] if native else row["gain_db"]
     stages = sorted((r for r in units.values() if r["kind"] == "stage"), key=lambda r: -r.get("gain_db", 0))
     fine_kind = spec.granularity
     fine = [r for r in units.values() if r["kind"] == fine_kind]
@@ -85,10 +107,9 @@ def summarize(cfg: Config, spec: SweepSpec, stage_of: dict[str, str], jobs: list
         "stages": stages, "units": sorted(fine, key=lambda r: -r.get("gain_db", 0)) if fine_kind != "stage" else [],
         "granularity": fine_kind, "proxy_agreement_spearman": agree,
         "proxy_layers": {n: {"gain_db": _proxy_db(proxy["predicted_out_mse"], p["gain_mse"]),
-                             "latency_ms": layer_costs[n]["fp32_ms"] - layer_costs[n]["int8_ms"]
-                             + layer_costs[n]["boundary_ms"], "stage": stage_of.get(n, "")}
+                             "latency_ms": _added_ms(layer_costs[n], "fp32"), "stage": stage_of.get(n, "")}
                          for n, p in prox.items()},
-        "layer_costs": layer_costs,
+        "layer_costs": layer_costs, "bf16": costs.get("bf16") or UNTIMED_BF16,
         "qat": {"base_psnr": qat_base["psnr"], "steps": spec.qat_steps} if qat_base else None,
         "failed_jobs": [done[j.id]["error"] for j in jobs if not done[j.id].get("ok")],
         "jobs": len(jobs), "job_wall_s": round(sum(done[j.id].get("wall_s", 0) for j in jobs), 1),
@@ -97,11 +118,27 @@ def summarize(cfg: Config, spec: SweepSpec, stage_of: dict[str, str], jobs: list
     return summary
 
 
+def bf16_offered(summary: dict) -> bool:
+    """Whether the allocator offers bf16: only where the sweep's CPU ran it (elsewhere bf16 runs f32, with f32's
+    gain and time and a larger IR, so it never beats the f32 option)."""
+    return bool((summary.get("bf16") or UNTIMED_BF16).get("native"))
+
+
+def bf16_option(row: dict) -> Optional[Option]:
+    """A unit row's bf16 option (emulated gain, measured cost); None for rows of sweeps without the figures."""
+    if "bf16_gain_db" not in row or "bf16_latency_ms" not in row:
+        return None
+    return Option("bf16", float(row["bf16_gain_db"]), float(row["bf16_latency_ms"]), float(row["bf16_size_bytes"]))
+
+
 def allocation_items(summary: dict) -> list[Item]:
-    """The measured fine units as knapsack items (stages when the sweep was stage-only)."""
+    """The measured fine units as knapsack items (stages when the sweep was stage-only), each with its f32 option
+    and, where the sweep's CPU runs bf16, its bf16 option."""
     rows = summary["units"] or summary["stages"]
+    offered = bf16_offered(summary)
     return [Item(r["name"], tuple(r["layers"]), float(r.get("gain_db", 0.0)), float(r["latency_ms"]),
-                 float(r["size_bytes"]), r.get("override", "bits")) for r in rows if "gain_db" in r]
+                 float(r["size_bytes"]), r.get("override", "bits"), bf16_option(r) if offered else None)
+            for r in rows if "gain_db" in r]
 
 
 def allocation_base(summary: dict) -> Base:
@@ -113,7 +150,9 @@ def pareto_points(summary: dict) -> list[dict]:
     base = allocation_base(summary)
     items = allocation_items(summary)
     return [{"latency_ms": base.latency_ms + c, "fidelity_db": base.fidelity_db + g,
-             "units": [items[i].name for i in chosen]} for c, g, chosen in pareto_front(items, "latency")]
+             "units": [items[i].name for i, _ in chosen],
+             "precisions": {items[i].name: items[i].options()[k].precision for i, k in chosen}}
+            for c, g, chosen in pareto_front(items, "latency")]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,11 +183,12 @@ def sweep_markdown(s: dict) -> str:
               "## Stages (the paper's Figure 7)", "",
               f"Measured order (gain when kept high on all-int8): {' > '.join(s['stage_ranking'])}; "
               f"the paper's (SRGAN): {' > '.join(s['paper_stage_ranking'])}.", "",
-              "| stage | layers | gain kept high dB | loss dropped to int8 dB | latency cost ms | size cost KB |",
-              "|---|---|---|---|---|---|"]
+              "| stage | layers | gain kept high dB | loss dropped to int8 dB | latency cost ms | size cost KB | "
+              "bf16 gain dB (emulated) |", "|---|---|---|---|---|---|---|"]
     for row in s["stages"]:
         lines.append(f"| {row['name']} | {len(row['layers'])} | {_fmt(row.get('gain_db'))} | "
-                     f"{_fmt(row.get('loss_db'))} | {row['latency_ms']:.2f} | {row['size_bytes'] / 1e3:.1f} |")
+                     f"{_fmt(row.get('loss_db'))} | {row['latency_ms']:.2f} | {row['size_bytes'] / 1e3:.1f} | "
+                     f"{_fmt(row.get('bf16_gain_db'))} |")
     if s["units"]:
         agree = s["proxy_agreement_spearman"]
         lines += ["", f"## Measured {s['granularity']} units (best gain first)", ""]
@@ -156,14 +196,16 @@ def sweep_markdown(s: dict) -> str:
             lines.append(f"Proxy vs measured rank agreement (Spearman, {len(s['units'])} measured units): gain "
                          f"{_fmt(agree.get('gain'), '.2f')}, loss {_fmt(agree.get('loss'), '.2f')}.")
             lines.append("")
-        lines += ["| unit | kept high | gain dB | gain dSSIM | loss dB | proxy gain dB | latency ms | dB per ms |"
-                  + (" QAT gain dB |" if s.get("qat") else ""), "|---|---|---|---|---|---|---|---|"
-                  + ("---|" if s.get("qat") else "")]
+        lines += bf16_lines(s)
+        lines += ["| unit | kept high | gain dB | gain dSSIM | loss dB | proxy gain dB | latency ms | dB per ms | "
+                  "bf16 gain dB | bf16 latency ms |" + (" QAT gain dB |" if s.get("qat") else ""),
+                  "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if s.get("qat") else "")]
         for row in s["units"]:
             eff = row.get("gain_db", 0) / row["latency_ms"] if row["latency_ms"] > 0 else float("inf")
             lines.append(f"| {row['name']} | {'weights+input' if row['override'] == 'bits' else 'weights'} | "
                          f"{_fmt(row.get('gain_db'))} | {_fmt(row.get('gain_ssim'), '.5f')} | {_fmt(row.get('loss_db'))} | "
-                         f"{row['proxy_gain_db']:.3f} | {row['latency_ms']:.2f} | {eff:.3f} |"
+                         f"{row['proxy_gain_db']:.3f} | {row['latency_ms']:.2f} | {eff:.3f} | "
+                         f"{_fmt(row.get('bf16_gain_db'))} | {_fmt(row.get('bf16_latency_ms'), '.2f')} |"
                          + (f" {_fmt(row.get('qat_gain_db'))} |" if s.get("qat") else ""))
     lines += ["", f"Boundary (Reorder/Convert) overhead measured on the paper-recipe IR: "
               f"{s['boundary']['paper_ms']:.2f} ms for its {len(s['paper_layers'])} high layers; attributed per layer in "
@@ -173,6 +215,15 @@ def sweep_markdown(s: dict) -> str:
     lines.append("Plots: stages.png, layers.png, pareto.png. Allocate with `mixq allocate DIR --max-latency-ratio R "
                  "--out CONFIG.json`.")
     return "\n".join(lines) + "\n"
+
+
+def bf16_lines(s: dict) -> list[str]:
+    """How the bf16 columns were obtained on this sweep's CPU."""
+    info = s.get("bf16") or UNTIMED_BF16
+    how = ("bf16 latency from the fp32 IR compiled with the bf16 hint" if info.get("timed")
+           else f"bf16 latency = f32 latency ({info.get('note')})")
+    return [f"bf16 gain: the unit unquantized, its weights and inputs rounded to bf16 in torch (emulated); {how}; "
+            f"the allocator {'offers' if bf16_offered(s) else 'does not offer'} bf16 on this CPU.", ""]
 
 
 def scheme_markdown(sc: Optional[dict]) -> list[str]:

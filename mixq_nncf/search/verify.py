@@ -1,8 +1,9 @@
 """`mixq allocate`: solve on a sweep's measurements, build the chosen config's IR, measure it, step back on a miss.
 
 The written config is an ordinary one: the sweep's config with ``scope_overrides`` naming the layers kept at
-16 bits (which run as fp32 convolutions on the CPU plugin). 16-bit rather than ignored_scopes keeps the
-calibration the sweep measured with (an ignored scope changes what nncf.quantize produces).
+16 bits (which run as fp32 convolutions on the CPU plugin) and those run in bf16 ('bf16': unquantized, bf16 on
+CPUs with AVX512-BF16/AMX). 16-bit rather than 'fp32' for the f32 choice keeps the calibration the sweep measured
+with (an unquantized layer is an ignored scope, which changes what nncf.quantize produces).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from mixq_nncf.ir.audit import audit_runtime
 from mixq_nncf.ir.bench import Target, benchmark
 from mixq_nncf.ir.export import export_ir, ir_size
 from mixq_nncf.search.allocate import CEILING_DB, Allocation, Base, Budget, BudgetError, Item, solve
+from mixq_nncf.search.allocate_report import CONFIG_BITS, allocation_markdown, describe, unit_choices
 from mixq_nncf.search.context import Context
 from mixq_nncf.search.fidelity import ir_fidelity
 from mixq_nncf.search.spec import SweepSpec
@@ -55,9 +57,13 @@ def _config_with(base_cfg: dict, overrides: dict[str, dict], activations: Option
     return cfg
 
 
-def allocation_config(base_cfg: dict, chosen: list[Item], description: str) -> dict:
-    """The sweep's config with the chosen layers at 16 bits."""
-    cfg = _config_with(base_cfg, {layer: {"bits": "int16"} if item.override == "bits" else {"weights": "int16"}
+def allocation_config(base_cfg: dict, chosen: list[Item], description: str,
+                      precisions: Optional[dict[str, str]] = None) -> dict:
+    """The sweep's config with the chosen units at their precision (``precisions``: unit -> "f32" / "bf16",
+    f32 where absent): f32 as 16 bits, bf16 as 'bf16'; on weights and input ("bits") or the weights alone."""
+    precisions = precisions or {}
+    cfg = _config_with(base_cfg, {layer: {"bits" if item.override == "bits" else "weights":
+                                          CONFIG_BITS[precisions.get(item.name, "f32")]}
                                   for item in chosen for layer in item.layers})
     cfg["description"] = description
     return cfg
@@ -77,20 +83,23 @@ def _budget_miss(budget: Budget, base: Base, measured: dict) -> float:
 
 
 def _export_allocation(sweep_dir: Path, summary: dict, cfg: Config, tag: str,
-                       log: Callable[[str], None]) -> tuple[Path, float, dict]:
-    """The config's plan applied to the sweep's calibrated model (re-planned, not calibrated again), exported and
-    scored on the eval photos: (xml, export seconds, fidelity)."""
+                       log: Callable[[str], None]) -> tuple[Path, float, dict, dict[str, str]]:
+    """The config's plan applied to the sweep's calibrated model (re-planned, not calibrated again), exported with
+    each float layer's f32 / bf16 in the IR (as `mixq run` exports it) and scored on the eval photos: (xml, export
+    seconds, fidelity, the precision requested of each conv)."""
     sw = summary["sweep"]
     spec = SweepSpec(**{**sw, "input_size": tuple(sw["input_size"])})
     ctx = Context(parse_config(sweep_config(sweep_dir)), spec, sweep_dir, log)
     plan = resolve_plan(ctx.fp32, cfg.compression, tuple(cfg.input_info.range))
     xml = sweep_dir / "allocations" / tag / "model.xml"
     t0 = time.perf_counter()
+    floats = None if cfg.export.float_deployment == "f32" else plan.float_kinds()
     export_ir(ctx.apply(plan, scored=False), xml, example_input=ctx.eval_pairs()[0]["lr"][None, :, :32, :32],
-              compact_16bit=cfg.export.compact_16bit)
+              compact_16bit=cfg.export.compact_16bit, float_precision=floats)
     export_s = time.perf_counter() - t0
     fid = ir_fidelity(xml, sweep_dir / "irs" / "fp32.xml", ctx.eval_pairs(), ctx.crop_border)
-    return xml, export_s, fid
+    requested = {n: "int8" if p.runs_int8 else p.float_kind for n, p in plan.layers.items()}
+    return xml, export_s, fid, requested
 
 
 def _measure(sweep_dir: Path, summary: dict, cfg_dict: dict, tag: str, bench_iterations: int,
@@ -100,9 +109,9 @@ def _measure(sweep_dir: Path, summary: dict, cfg_dict: dict, tag: str, bench_ite
     sweep already built and scored (xml, fidelity), whose latency and runtime precision are measured again."""
     cfg = parse_config({k: v for k, v in cfg_dict.items() if k != "description"})
     if existing:
-        (xml, fid), export_s = existing, 0.0
+        (xml, fid), export_s, requested = existing, 0.0, None
     else:
-        xml, export_s, fid = _export_allocation(sweep_dir, summary, cfg, tag, log)
+        xml, export_s, fid, requested = _export_allocation(sweep_dir, summary, cfg, tag, log)
     h, w = summary["input_size"]
     irs = sweep_dir / "irs"
     targets = [Target("int8", "openvino", irs / "int8.xml"), Target("allocated", "openvino", xml),
@@ -115,7 +124,7 @@ def _measure(sweep_dir: Path, summary: dict, cfg_dict: dict, tag: str, bench_ite
                     for k in ("int8", "paper")]
     stats = {s.name: s.median_ms for s in benchmark(targets, input_size=(h, w), iterations=bench_iterations,
                                                       warmup=2, progress=False)}
-    audit = audit_runtime(xml, (1, 3, h, w))
+    audit = audit_runtime(xml, (1, 3, h, w), requested=requested)
     ref = summary["ir_fidelity"]
     # the budget's "all-int8" is the fastest all-int8 IR of the run: the other scheme's one may be faster
     ref_ms = min(stats["int8"], stats.get("int8_other", stats["int8"]))
@@ -124,8 +133,9 @@ def _measure(sweep_dir: Path, summary: dict, cfg_dict: dict, tag: str, bench_ite
            "size_bytes": ir_size(xml).bin_bytes, "fidelity_db": fid["psnr"],
            "fidelity_ssim": fid["ssim"], "int8_fidelity_db": ref["int8"]["psnr"],
            "paper_fidelity_db": ref["paper"]["psnr"], "eval_images": summary["eval_images"],
-           "runtime_convs": {"int8": audit.conv_int8, "fp32": audit.conv_fp32},
-           "fp32_convs": audit.fp32_convs, "export_s": round(export_s, 1)}
+           "runtime_convs": {"int8": audit.conv_int8, "fp32": audit.conv_fp32, "bf16": audit.conv_bf16},
+           "fp32_convs": audit.fp32_convs, "export_s": round(export_s, 1),
+           "mismatches": list(getattr(audit, "mismatches", []) or [])}
     if other:
         row = sc["schemes"][other]
         out["other_scheme"] = {"activations": other, "int8_ratio": stats["int8_other"] / stats["int8"],
@@ -183,32 +193,6 @@ def _better(budget: Budget, a: tuple[float, float], b: tuple[float, float]) -> b
     return a[1] > b[1] + 1e-9
 
 
-def _describe(alloc: Allocation, measured: Optional[dict], summary: dict) -> str:
-    text = (f"mixq allocate, budget: {alloc.budget.describe()}. Kept high (16-bit, runs fp32 on the CPU): "
-            f"{', '.join(alloc.chosen) or 'none (all-int8)'}. Predicted: latency {alloc.latency_ms:.2f} ms "
-            f"({alloc.latency_ms / summary['latency_ms']['int8']:.3f} x all-int8), fidelity {alloc.fidelity_db:.2f} dB, "
-            f"IR {alloc.size_bytes / 1e6:.2f} MB.")
-    sc = summary.get("activation_scheme")
-    if sc:
-        text += (f" Activations: {sc['chosen']} (measured against {', '.join(m for m in sc['schemes'] if m != sc['chosen'])}"
-                 f" by the sweep; configured: {sc['configured']}).")
-    if measured:
-        text += (f" Verified on {summary['machine']['cpu']} at LR {summary['input_size'][0]}x{summary['input_size'][1]}: "
-                 f"latency {measured['latency_ms']:.2f} ms = {measured['latency_ratio']:.3f} x all-int8 "
-                 f"(interleaved medians; paper recipe {measured['paper_ratio']:.3f} x), fidelity to fp32 "
-                 f"{measured['fidelity_db']:.2f} dB on {measured['eval_images']} eval photos (all-int8 "
-                 f"{measured['int8_fidelity_db']:.2f}, paper recipe {measured['paper_fidelity_db']:.2f}), IR "
-                 f"{measured['size_bytes'] / 1e6:.2f} MB, convs int8/fp32 at runtime "
-                 f"{measured['runtime_convs']['int8']}/{measured['runtime_convs']['fp32']}.")
-        c = measured.get("other_scheme")
-        if c:
-            text += (f" Against the {c['activations']}-activation references, same run: all-int8 "
-                     f"{c['int8_fidelity_db']:.2f} dB, paper recipe {c['paper_fidelity_db']:.2f} dB at "
-                     f"{c['paper_ratio'] / c['int8_ratio']:.3f} x their all-int8; this config "
-                     f"{c['latency_ratio_vs_its_int8']:.3f} x that all-int8.")
-    return text
-
-
 def corrected_items(items: list[Item], chosen: set[str], predicted: Allocation, base: Base, measured: dict,
                     budget: Budget) -> tuple[list[Item], float]:
     """The items with what a verify round taught: the chosen units' latency scaled by measured / predicted added
@@ -218,18 +202,19 @@ def corrected_items(items: list[Item], chosen: set[str], predicted: Allocation, 
     for them, and otherwise the next round only swaps in units whose error has not been seen yet."""
     kinds = {i.override for i in items if i.name in chosen}
     chosen = {i.name for i in items if i.override in kinds}
+    # every option of those units carries the factor: the boundaries and the one-at-a-time gains err alike for them
 
     if budget.kind in ("latency_ratio", "latency_ms"):
         pred = predicted.latency_ms - base.latency_ms
         meas = (measured["latency_ratio"] - 1.0) * base.latency_ms
         factor = meas / pred if pred > 1e-9 else 1.0
         factor = max(factor, 1.0)  # a miss never makes the chosen units cheaper
-        return [dataclasses.replace(i, latency_ms=i.latency_ms * factor) if i.name in chosen else i for i in items], factor
+        return [i.scaled(latency=factor) if i.name in chosen else i for i in items], factor
     if budget.kind in ("min_fidelity_db", "max_drop_db"):
         pred = predicted.fidelity_db - base.fidelity_db
         meas = measured["fidelity_db"] - measured["int8_fidelity_db"]
         factor = min(1.0, max(0.0, meas / pred)) if pred > 1e-9 else 1.0
-        return [dataclasses.replace(i, gain_db=i.gain_db * factor) if i.name in chosen else i for i in items], factor
+        return [i.scaled(gain=factor) if i.name in chosen else i for i in items], factor
     return items, 1.0
 
 
@@ -264,6 +249,7 @@ class _Answer:
     history: list[dict] = field(default_factory=list)
     met: bool = True
     reference: Optional[str] = None  # the name of the sweep's reference model, when it is the answer
+    items: list[Item] = field(default_factory=list)  # as the last solve saw them (verify corrections included)
 
 
 def _solver_budget(summary: dict, budget: Budget, log: Callable[[str], None]) -> Budget:
@@ -297,22 +283,24 @@ def _solve_and_verify(p: _Problem, items: list[Item], *, verify: bool, rounds: i
     for r in range(max(1, rounds)):
         try:
             alloc = solve(items, p.base, p.target, slack=slack)
-            while frozenset(alloc.chosen) in tried and alloc.chosen:  # never re-measure a set that missed
+            while alloc.picks in tried and alloc.chosen:  # never re-measure a choice that missed
                 slack += _step_back(p.budget, p.base)
                 alloc = solve(items, p.base, p.target, slack=slack)
         except BudgetError as exc:  # the corrected gains cannot reach a fidelity target any more
             p.log(f"stepping back stopped: {exc}")
             break
         chosen = [i for i in items if i.name in alloc.chosen]
-        cfg_dict = allocation_config(p.base_cfg, chosen, _describe(alloc, None, p.summary))
+        cfg_dict = allocation_config(p.base_cfg, chosen, describe(alloc, None, p.summary), alloc.precisions)
         if not verify:
             break
-        tried.add(frozenset(alloc.chosen))
+        tried.add(alloc.picks)
         p.log(f"verifying round {r + 1}: {len(alloc.chosen)} units kept high "
+              f"({sum(v == 'bf16' for v in alloc.precisions.values())} of them bf16) "
               f"(predicted {alloc.latency_ms / p.base.latency_ms:.3f}x all-int8, {alloc.fidelity_db:.2f} dB)")
         measured = p.measure(cfg_dict, f"{p.budget.kind}-{p.budget.value:g}-r{r}")
         miss = p.miss(measured)
-        entry = {"round": r, "chosen": list(alloc.chosen), "predicted_latency_ms": alloc.latency_ms,
+        entry = {"round": r, "chosen": list(alloc.chosen), "precisions": dict(alloc.precisions),
+                 "predicted_latency_ms": alloc.latency_ms,
                  "predicted_fidelity_db": alloc.fidelity_db, "measured": measured, "miss": miss}
         history.append(entry)
         if miss <= 0 or not alloc.chosen:
@@ -321,7 +309,7 @@ def _solve_and_verify(p: _Problem, items: list[Item], *, verify: bool, rounds: i
         entry["correction"] = factor
         p.log(f"budget missed by {miss:.3g}: chosen units corrected x{factor:.2f} by the measurement, solving again")
     met = not verify or bool(history and history[-1]["miss"] <= 0)
-    return _Answer(alloc, cfg_dict, measured, history, met)
+    return _Answer(alloc, cfg_dict, measured, history, met, items=items)
 
 
 def _best_reference(budget: Budget, base: Base, candidates: list[dict]) -> Optional[dict]:
@@ -368,7 +356,7 @@ def _write_config(answer: _Answer, summary: dict, out: Path) -> None:
     """The answer's config with the predicted and verified figures in its description; refused if it would not
     validate (never write a config the other commands would refuse)."""
     cfg_dict = answer.config
-    cfg_dict["description"] = _describe(answer.alloc, answer.measured, summary)
+    cfg_dict["description"] = describe(answer.alloc, answer.measured, summary)
     if not answer.met:
         cfg_dict["description"] += f" BUDGET MISSED after {len(answer.history)} rounds."
     if answer.reference:
@@ -381,9 +369,11 @@ def _write_config(answer: _Answer, summary: dict, out: Path) -> None:
     atomic_write_text(out, json.dumps(cfg_dict, indent=2) + "\n")
 
 
-def _record(answer: _Answer, base: Base, budget: Budget, out: Path, wall_s: float) -> dict:
+def _record(answer: _Answer, base: Base, budget: Budget, out: Path, wall_s: float, units: list[dict],
+            bf16: dict) -> dict:
     alloc = answer.alloc
     return {"budget": {"kind": budget.kind, "value": budget.value}, "chosen": list(alloc.chosen),
+            "precisions": {n: alloc.precision_of(n) for n in alloc.chosen}, "units": units, "bf16": bf16,
             "predicted": {"latency_ms": alloc.latency_ms, "fidelity_db": alloc.fidelity_db,
                           "size_bytes": alloc.size_bytes, "latency_ratio": alloc.latency_ms / base.latency_ms},
             "verified": answer.measured, "rounds": answer.history, "budget_met": bool(answer.met),
@@ -397,31 +387,6 @@ def _add_pareto_point(sweep_dir: Path, summary: dict, budget: Budget, measured: 
         "latency_ms": measured["latency_ratio"] * summary["latency_ms"]["int8"],
         "size_bytes": measured["size_bytes"], "fidelity_db": measured["fidelity_db"]})
     plot_pareto(summary, sweep_dir / "pareto.png")
-
-
-def _markdown(answer: _Answer, summary: dict, base: Base, budget: Budget) -> str:
-    alloc, measured = answer.alloc, answer.measured
-    lines = [f"Budget: {budget.describe()}", f"Kept high: {', '.join(alloc.chosen) or 'none'}", "",
-             "| | latency ms | vs int8 | fidelity dB | IR MB |", "|---|---|---|---|---|",
-             f"| predicted | {alloc.latency_ms:.2f} | {alloc.latency_ms / base.latency_ms:.3f} | "
-             f"{alloc.fidelity_db:.2f} | {alloc.size_bytes / 1e6:.2f} |"]
-    if measured:
-        int8_mb, paper_mb = summary["size_bytes"]["int8"] / 1e6, summary["size_bytes"]["paper"] / 1e6
-        lines += [f"| verified | {measured['latency_ms']:.2f} | {measured['latency_ratio']:.3f} | "
-                  f"{measured['fidelity_db']:.2f} | {measured['size_bytes'] / 1e6:.2f} |",
-                  f"| all-int8 | {measured['int8_ms']:.2f} | 1.000 | {measured['int8_fidelity_db']:.2f} | "
-                  f"{int8_mb:.2f} |",
-                  f"| paper recipe | {measured['paper_ms']:.2f} | {measured['paper_ratio']:.3f} | "
-                  f"{measured['paper_fidelity_db']:.2f} | {paper_mb:.2f} |"]
-        c = measured.get("other_scheme")
-        if c:
-            base_ms = measured["int8_ms"]
-            lines += [f"| all-int8, {c['activations']} act. | {c['int8_ratio'] * base_ms:.2f} | "
-                      f"{c['int8_ratio']:.3f} | {c['int8_fidelity_db']:.2f} | {int8_mb:.2f} |",
-                      f"| paper recipe, {c['activations']} act. | {c['paper_ratio'] * base_ms:.2f} | "
-                      f"{c['paper_ratio']:.3f} | {c['paper_fidelity_db']:.2f} | {paper_mb:.2f} |"]
-        lines.append(f"\nBudget {'met' if answer.met else 'MISSED'} after {len(answer.history)} verify round(s).")
-    return "\n".join(lines)
 
 
 def allocate_and_verify(sweep_dir: Path, budget: Budget, out: Path, *, verify: bool = True, rounds: int = 4,
@@ -449,9 +414,11 @@ def allocate_and_verify(sweep_dir: Path, budget: Budget, out: Path, *, verify: b
 
     # 3. the config, the record beside it, and the verified point on the sweep's Pareto plot
     _write_config(answer, summary, out)
-    record = _record(answer, base, budget, out, time.perf_counter() - t0)
+    units = unit_choices(summary, answer.items, answer.alloc, budget, answer.reference)
+    record = _record(answer, base, budget, out, time.perf_counter() - t0, units, summary.get("bf16") or {})
+    record["markdown"] = allocation_markdown(answer.alloc, answer.measured, answer.met, len(answer.history),
+                                             summary, base, budget, units)
     atomic_write_json(out.with_suffix(".allocation.json"), record)
     if answer.measured:
         _add_pareto_point(sweep_dir, summary, budget, answer.measured)
-    record["markdown"] = _markdown(answer, summary, base, budget)
     return record
