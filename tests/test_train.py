@@ -1,6 +1,7 @@
 """QAT on tiny quantized generators, on CPU, with the offline photos."""
 import copy
 import os
+import signal
 from contextlib import nullcontext
 import subprocess
 import sys
@@ -142,8 +143,12 @@ def test_patch_batches_do_not_depend_on_the_worker_count():
     ds = TrainPatches(offline_photos("train")[:3], 4, 32, seed=5)
     steps = range(3, 6)
     want = [[ds[s * 2 + j] for j in range(2)] for s in steps]
+    before = signal.getsignal(signal.SIGCHLD)
     for workers in (0, 2):
         got = list(patch_batches(ds, steps, 2, torch.device("cpu"), workers))
+        # torch's SIGCHLD handler for its workers is gone once the batches are: left installed, later child exits
+        # interrupted OpenVINO's threads and the process crashed
+        assert signal.getsignal(signal.SIGCHLD) == before, workers
         assert len(got) == len(steps), workers
         for (lr, hr), items in zip(got, want):
             assert torch.equal(lr, torch.stack([it["lr"] for it in items])), workers

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Optional
@@ -141,8 +143,29 @@ def patch_batches(ds: TrainPatches, steps: range, batch_size: int, device: torch
                         num_workers=num_workers, pin_memory=device.type == "cuda",
                         multiprocessing_context="spawn" if num_workers > 0 else None,
                         generator=torch.Generator())  # its own seed draw leaves the global torch RNG alone
-    for batch in loader:
-        yield batch["lr"].to(device, non_blocking=True), batch["hr"].to(device, non_blocking=True)
+    with _sigchld_handler_while_loading(num_workers):
+        for batch in loader:
+            yield batch["lr"].to(device, non_blocking=True), batch["hr"].to(device, non_blocking=True)
+
+
+@contextmanager
+def _sigchld_handler_while_loading(num_workers: int) -> Iterator[None]:
+    """torch installs a SIGCHLD handler with its first worker process and never removes it. Left in place, every
+    later child exit (a subprocess, an encoder) interrupts whichever thread the kernel picks, OpenVINO's and
+    oneDNN's included, and a process that later ran OpenVINO was seen to crash with its memory corrupted.
+    The process's own handler is put back when the loader is done, and torch re-arms its own for the next one."""
+    if num_workers == 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGCHLD)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGCHLD, before if before is not None else signal.SIG_DFL)
+        from torch.utils.data._utils import signal_handling
+
+        if hasattr(signal_handling, "_SIGCHLD_handler_set"):
+            signal_handling._SIGCHLD_handler_set = False
 
 
 # --- models and optimizers -----------------------------------------------------------------------------------
