@@ -244,7 +244,10 @@ def test_qat_mode_refines_the_top_candidates(tmp_path):
 
 def test_auto_activation_scheme_is_measured_and_the_sweep_runs_on_the_better_one(tmp_path):
     logs = []
-    outcome = run_sweep(_cfg(), tmp_path, replace(SPEC, activations="auto", granularity="stage"), progress=False,
+    cfg = parse_config({"name": "tiny", "model": {"arch": "msrresnet_x4", "args": TINY, "weights": None},
+                        "data": {"calibration_samples": 4, "calibration_patch": 16, "eval_max_images": 2},
+                        "compression": {"preset": "performance"}})  # the paper's symmetric scheme, configured
+    outcome = run_sweep(cfg, tmp_path, replace(SPEC, activations="auto", granularity="stage"), progress=False,
                         log=logs.append)
     sc = outcome.summary["activation_scheme"]
     assert sc["configured"] == "symmetric" and set(sc["schemes"]) == {"symmetric", "asymmetric"}

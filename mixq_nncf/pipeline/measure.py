@@ -28,8 +28,8 @@ def benchmark_variants(cfg: Config, arts: dict[str, VariantArtifacts], fp32: nn.
     # the fp32 variant is timed as the two baselines (under OpenVINO's defaults and under the f32 hint)
     names = [n for n in arts if n != baseline]
     targets = [Target(name=n, kind="openvino", path=a.ir) for n, a in arts.items() if n != baseline]
-    fp32_xml = arts[baseline].ir if baseline is not None else _fp32_peer_ir(cfg, fp32, out_dir)
-    targets += baseline_targets(fp32_xml)
+    if baseline is not None or fp32 is not None:
+        targets += baseline_targets(arts[baseline].ir if baseline is not None else _fp32_peer_ir(cfg, fp32, out_dir))
     peers = list(cfg.benchmark.peers)
     peer_names: list[str] = []
     if "torch_fp32" in peers:

@@ -37,7 +37,9 @@ def recipe_of(cfg: Config, plan: PrecisionPlan | None) -> str:
     if cfg.compression.fully_quantized is not None:
         kind += f" fully quantized (skips int{cfg.compression.fully_quantized.bits()[2]})"
     rng = cfg.compression.initializer.range
-    ranges = "" if rng.type == "mean_min_max" else f", ranges {_range_words(rng)}"
+    default = RangeInit()
+    ranges = "" if (rng.type, rng.percentiles()) == (default.type, default.percentiles()) else \
+        f", ranges {_range_words(rng)}"
     return f"{kind} {main}" + (f" + {rest}" if rest else "") + ranges
 
 
