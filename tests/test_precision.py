@@ -232,3 +232,27 @@ def test_report_leads_with_the_default_baseline_and_says_what_bf16_becomes():
     assert "7 conv AVX2 int8 (jit_avx2_I8)" in md and "conv_first: f32 requested, runs bf16" in md
     report["machine"]["default_precision"] = "bf16"
     assert NO_BF16_NOTE not in render_markdown(report)
+
+
+def test_every_conv_keeps_its_module_name_in_the_ir(calibration, tmp_path):
+    """RRDBNet scales conv5's output by 0.2; OpenVINO folds the scale into the weights and the conv takes the
+    scale's name. The export names it back, so marks and the audit reach every conv."""
+    import re
+
+    from mixq_nncf.models import build_generator
+
+    torch.manual_seed(0)
+    model = build_generator("rrdbnet_x4", num_feat=8, num_block=1, num_grow_ch=8).eval()
+    convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    assert any(n.endswith("conv5") for n in convs)
+    cfg = parse_config({"compression": {"scope_overrides": {"{re}.*conv5": {"bits": "fp32"}}}})
+    plan = resolve_plan(model, cfg.compression)
+    q = quantize(model, plan, calibration, compression=cfg.compression)
+    xml = export_ir(q, tmp_path / "rrdb.xml", example_input=calibration[0], float_precision=plan.float_kinds())
+    named = re.findall(r'name="__module\.([\w.]+?)/aten::_?convolution/Convolution" type="Convolution"',
+                       xml.read_text())
+    assert sorted(named) == sorted(convs)
+    assert sorted(marked_in_xml(xml)) == sorted(n for n in convs if n.endswith("conv5"))
+    requested = {n: "int8" if p.runs_int8 else p.float_kind for n, p in plan.layers.items()}
+    audit = audit_runtime(xml, (1, 3, 16, 16), requested=requested)
+    assert audit.mismatches == [] and {r.module for r in audit.layers} == set(convs)

@@ -24,7 +24,8 @@ from mixq_nncf.errors import IRError, ParityError
 from mixq_nncf.io_utils import umask_mode, fault_point, file_hash
 from mixq_nncf.ir.deploy import PER_LAYER, deployed_precision, deployment_settings, mark_runtime_options, \
     write_ovms_config
-from mixq_nncf.ir.precision import check_float_precision, float_convolutions, mark_precise
+from mixq_nncf.ir.precision import check_float_precision, float_convolutions, mark_precise, \
+    name_unnamed_convolutions
 from mixq_nncf.ir.sidecar import read_meta, verify_ir  # noqa: F401 - part of this module's API
 
 
@@ -126,6 +127,7 @@ def export_ir(model: nn.Module, xml_path: str | Path, *, example_input: torch.Te
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         ov_model = ov.convert_model(_traced(model, example_input), example_input=example_input,
                                     input=[ov.PartialShape(shape)])
+    name_unnamed_convolutions(ov_model, model, example_input)
     rewritten = _compact_16bit_weights(ov_model) if compact_16bit else 0
     widened = _int4_weights_on_int8_kernels(ov_model) if int4_weights == "int8_kernels" else 0
     if rewritten or widened:

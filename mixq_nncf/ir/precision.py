@@ -32,6 +32,40 @@ def conv_module(layer_name: str) -> str:
     return m.group(1) if m else layer_name
 
 
+def name_unnamed_convolutions(ov_model, model, example_input) -> int:
+    """Give every Convolution of a converted model its torch module's name; returns how many were renamed.
+
+    ov.convert_model folds a constant scale after a conv into its weights and the conv then takes the scale's name
+    (RRDBNet's ``conv5(x) * 0.2``: 'Multiply_215633'), so per-layer marks and the audit could not find it. The
+    torch convs run in the IR's topological order for these feed-forward generators: the IR's convs are paired with
+    the torch model's in execution order, and only when every conv that kept its name sits where that order says."""
+    import torch
+    from torch import nn
+
+    order: list[str] = []
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: order.append(n))
+             for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    convs = [op for op in ov_model.get_ordered_ops() if op.get_type_name() == "Convolution"]
+    if len(convs) != len(order) or len(set(order)) != len(order):
+        return 0
+    unnamed = []
+    for op, module in zip(convs, order):
+        found = conv_module(op.get_friendly_name())
+        if found == op.get_friendly_name():
+            unnamed.append((op, module))
+        elif found != module:
+            return 0  # the orders differ: pairing by position would name convs wrongly
+    for op, module in unnamed:
+        op.set_friendly_name(f"__module.{module}/aten::_convolution/Convolution")
+    return len(unnamed)
+
+
 def check_float_precision(float_precision: dict, convs: list[str], where: str) -> dict[str, str]:
     """The mapping validated against the IR's float convolutions; raises IRError naming the bad entries."""
     if not isinstance(float_precision, dict):
