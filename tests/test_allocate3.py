@@ -5,6 +5,8 @@ import random
 
 import pytest
 
+from allocation_checks import assert_meets_budget
+
 from mixq_nncf.config.files import load_config
 from mixq_nncf.config.plan import resolve_plan
 from mixq_nncf.models import build_generator
@@ -58,17 +60,7 @@ def test_multiple_choice_solver_equals_brute_force(seed, bf16_share):
         assert got.fidelity_db - BASE.fidelity_db == pytest.approx(gain, abs=1e-9)
         assert got.latency_ms - BASE.latency_ms == pytest.approx(sum(max(0, o.latency_ms) for o in options))
         assert got.size_bytes - BASE.size_bytes == pytest.approx(sum(max(0, o.size_bytes) for o in options))
-        if budget.kind in ("latency_ratio", "latency_ms", "size_mb"):
-            assert gain == pytest.approx(ref[0], abs=1e-9)
-            if budget.kind == "size_mb":
-                assert got.size_bytes <= budget.value * 1e6 + 1e-6
-            else:
-                limit = BASE.latency_ms * budget.value if budget.kind == "latency_ratio" else budget.value
-                assert got.latency_ms <= limit + 1e-9
-        else:
-            assert got.latency_ms - BASE.latency_ms == pytest.approx(ref[0], abs=1e-9)
-            target = budget.value if budget.kind == "min_fidelity_db" else 50 - budget.value
-            assert got.fidelity_db >= target - 1e-9
+        assert_meets_budget(got, BASE, budget, ref)
         if bf16_share == 0.0:
             assert set(got.precisions.values()) <= {"f32"}
 

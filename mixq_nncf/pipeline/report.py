@@ -18,6 +18,7 @@ def _float_precision(ir: Path) -> dict | None:
 
 
 def _variant_row(a: VariantArtifacts, stats: dict, quality: dict, bench: dict, out_dir: Path) -> dict:
+    float_precision = _float_precision(a.ir)
     return {
         "recipe": a.recipe,
         "ir": str(a.ir.relative_to(out_dir)),
@@ -33,8 +34,8 @@ def _variant_row(a: VariantArtifacts, stats: dict, quality: dict, bench: dict, o
         "fp32_time_share": (bench.get("fp32_time_share", {}).get(a.name) or {}).get("fp32_share"),
         "parity": a.parity,
         "kernels": stats.get("kernels") or a.audit.get("kernel_text", ""),
-        "float_precision": _float_precision(a.ir),
-        "deployment": "per-layer precision in the IR, no hint" if _float_precision(a.ir) is not None else
+        "float_precision": float_precision,
+        "deployment": "per-layer precision in the IR, no hint" if float_precision is not None else
         "INFERENCE_PRECISION_HINT=f32",
         "precision_check": {"notes": a.audit.get("notes") or [], "mismatches": a.audit.get("mismatches") or []},
     }
