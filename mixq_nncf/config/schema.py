@@ -15,8 +15,8 @@ from typing import Annotated, Any, Optional
 
 from mixq_nncf.config.dataclass_json import UNSET, from_dict, to_dict
 from mixq_nncf.config.values import PRECISION_NAMES, bits_name  # noqa: F401  (re-exported)
-from mixq_nncf.config.values import (Choice, NonNegFloat, NonNegInt, PositiveInt, PrecisionValue, Range, Seed,
-                                     is_bf16, parse_bits)
+from mixq_nncf.config.values import (Choice, NonNegFloat, NonNegInt, PositiveFloat, PositiveInt, PrecisionValue,
+                                     Range, Seed, is_bf16, parse_bits)
 from mixq_nncf.errors import ConfigError
 from mixq_nncf.models.detect import fill_model_section
 
@@ -135,6 +135,18 @@ WEIGHT_RANGES = ("auto", "min_max", "mse")
 
 
 @dataclass(frozen=True)
+class WeightRounding:
+    """Low-bit weights rounded block by block to reproduce the fp32 model's outputs on calibration crops (GPTQ with
+    the fp32 model's inputs as target, quant/rounding.py) instead of each to its nearest level. Applies to weights
+    of at most max_bits; 8-bit weights keep round-to-nearest."""
+    method: Annotated[str, Choice(("gptq",))] = "gptq"
+    samples: PositiveInt = 16  # calibration crops used
+    patch: PositiveInt = 40  # LR centre crop of each, pixels
+    damp: PositiveFloat = 0.01  # added to the input moments' diagonal, relative to its mean
+    max_bits: PositiveInt = 7
+
+
+@dataclass(frozen=True)
 class Initializer:
     """weight_range: how weight quantizer ranges start. min_max (NNCF's: each output channel's largest |w|, clips
     nothing), mse (per output channel, the clipping range with the least squared weight error) or auto: mse for
@@ -143,6 +155,8 @@ class Initializer:
     # NNCF's fast bias correction lowers Real-ESRGAN x4plus fidelity (RESULTS section 4): off unless asked
     fast_bias_correction: bool = False
     weight_range: Annotated[str, Choice(WEIGHT_RANGES)] = "auto"
+    # null: every weight rounds to its nearest level; {} (or settings): low-bit weights are rounded block by block
+    weight_rounding: Optional[WeightRounding] = None
 
 
 @dataclass(frozen=True)

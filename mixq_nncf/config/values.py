@@ -152,6 +152,7 @@ PrecisionValue = Annotated[Any, PRECISION]
 PositiveInt = Annotated[int, Range(ge=1, use="an integer >= 1")]
 NonNegInt = Annotated[int, Range(ge=0, use="an integer >= 0")]
 NonNegFloat = Annotated[float, Range(ge=0, use="a number >= 0")]
+PositiveFloat = Annotated[float, Range(gt=0, use="a number > 0")]
 Seed = Annotated[int, Range(ge=0, lt=2 ** 32, use="a seed 0..4294967295")]
 
 

@@ -53,6 +53,7 @@ def ptq_key(cfg: Config, plan: PrecisionPlan) -> str:
     comp["activations"].pop("bits", None)
     comp.pop("fully_quantized", None)  # bit widths only: the same calibration serves it
     comp.get("initializer", {}).pop("weight_range", None)  # applied after the bits, on each variant's copy
+    comp.get("initializer", {}).pop("weight_rounding", None)  # so is the rounding of low-bit weights
     fp32_layers = sorted(n for n, p in plan.layers.items() if p.weight_bits is None and p.act_bits is None)
     blob = json.dumps({"model": to_dict(cfg.model), "data": to_dict(cfg.data), "input": to_dict(cfg.input_info),
                        "compression": comp, "fp32": fp32_layers}, sort_keys=True)

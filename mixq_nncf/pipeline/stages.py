@@ -16,7 +16,7 @@ from mixq_nncf.pipeline.artifacts import ir_matches, ptq_key, quantized_key, tra
 from mixq_nncf.pipeline.probe import CachedOutputs, torch_fidelity
 from mixq_nncf.quant.apply import apply_plan
 from mixq_nncf.quant.checkpoint import load_quantized, save_quantized
-from mixq_nncf.quant.ptq import complete_plan, init_weight_ranges, quantize
+from mixq_nncf.quant.ptq import complete_plan, init_weight_ranges, quantize, round_low_bit_weights
 from mixq_nncf.train.loop import train
 
 Log = Callable[[str], None]
@@ -95,6 +95,9 @@ def quantized_model(cfg: Config, fp32: nn.Module, folder: Path, cache: Path,
     if fitted:
         log(f"      weight ranges fitted (least output error) in {len(fitted)} quantizers, mean clipping ratio "
             f"{sum(fitted.values()) / len(fitted):.2f}")
+    if cfg.compression.initializer.weight_rounding is not None:
+        round_low_bit_weights(model, fp32, cfg.compression, applied.sites, calibration(),
+                              state_path=folder / "weight_rounding.state.pt", log=log)
     save_quantized(model, ckpt, arch=cfg.model.arch, args=cfg.model.args, plan=plan,
                    meta={"variant": cfg.name, "weights": cfg.model.weights, "key": key, "conflicts": conflicts})
     return model, with_conflicts(plan, conflicts)
