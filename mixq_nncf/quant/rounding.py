@@ -37,7 +37,6 @@ Inputs = dict[str, list[torch.Tensor]]
 @dataclass
 class BlockResult:
     name: str
-    convs: int
     error_nearest: float  # mean squared error of the block's output against fp32's, round-to-nearest weights
     error_rounded: float
 
@@ -50,30 +49,25 @@ class BlockResult:
 class RoundingResult:
     blocks: list[BlockResult] = field(default_factory=list)
     resumed: int = 0
-    skipped_asymmetric: list[str] = field(default_factory=list)
     wall_s: float = 0.0
 
 
-def _low_bit_quantizers(qmodel: nn.Module, sites: dict[str, QuantizerSite], max_bits: int,
-                        skipped: list[str]) -> dict[str, SymmetricQuantizer]:
-    """conv layer -> its enabled symmetric weight quantizer of at most max_bits."""
-    modules = quantizer_modules(qmodel)
+def _low_bit_quantizers(modules: dict[str, nn.Module], sites: dict[str, QuantizerSite],
+                        max_bits: int) -> dict[str, SymmetricQuantizer]:
+    """conv layer -> its enabled symmetric weight quantizer of at most max_bits (asymmetric weights run fp32 on the
+    CPU plugin anyway, so they are left alone)."""
     out = {}
     for key, site in sites.items():
         q = modules[key]
-        if site.kind != "weight" or len(site.layers) != 1 or not q.is_enabled_quantization() or q.num_bits > max_bits:
-            continue
-        if not isinstance(q, SymmetricQuantizer):
-            skipped.append(site.layers[0])  # asymmetric weights run fp32 on the CPU plugin anyway
-            continue
-        out[site.layers[0]] = q
+        if site.kind == "weight" and len(site.layers) == 1 and q.is_enabled_quantization() \
+                and q.num_bits <= max_bits and isinstance(q, SymmetricQuantizer):
+            out[site.layers[0]] = q
     return out
 
 
-def _input_quantizers(qmodel: nn.Module, sites: dict[str, QuantizerSite]) -> dict[str, nn.Module]:
+def _input_quantizers(modules: dict[str, nn.Module], sites: dict[str, QuantizerSite]) -> dict[str, nn.Module]:
     """conv layer -> the one enabled activation quantizer on its input (a conv fed by several is left fp32
     here: an approximation of the block, not of the model)."""
-    modules = quantizer_modules(qmodel)
     by_layer: dict[str, list[nn.Module]] = {}
     for key, site in sites.items():
         if site.kind == "activation" and modules[key].is_enabled_quantization():
@@ -243,9 +237,13 @@ def _block_error(qb: _QuantizedBlock, x_q: list[torch.Tensor], y_fp: list[torch.
         return sum(float((qb(x) - y).pow(2).mean()) for x, y in zip(x_q, y_fp)) / len(x_q)
 
 
-def settings_key(s: WeightRounding, model: nn.Module, samples: list[torch.Tensor]) -> str:
+def settings_key(s: WeightRounding, model: nn.Module, samples: list[torch.Tensor],
+                 low_bit: dict[str, SymmetricQuantizer]) -> str:
+    """What a saved state was made from: the settings, the fp32 model, the samples and the low-bit quantizers'
+    fitted scales (another weight_range start must not resume from weights rounded on other grids)."""
     h = hashlib.sha256(repr(s).encode())
-    for t in list(model.state_dict().values())[:8] + samples[:2]:
+    scales = [q.scale for _, q in sorted(low_bit.items())]
+    for t in list(model.state_dict().values())[:8] + samples[:2] + scales:
         h.update(t.detach().float().cpu().numpy().tobytes()[:4096])
     return h.hexdigest()[:16]
 
@@ -259,13 +257,13 @@ def round_weights(qmodel: nn.Module, fp32: nn.Module, sites: dict[str, Quantizer
 
     t0 = time.perf_counter()
     result = RoundingResult()
-    low_bit = _low_bit_quantizers(qmodel, sites, settings.max_bits, result.skipped_asymmetric)
+    modules = quantizer_modules(qmodel)
+    low_bit = _low_bit_quantizers(modules, sites, settings.max_bits)
     if not low_bit:
         return result
-    modules = quantizer_modules(qmodel)
     weight_q = {s.layers[0]: modules[k] for k, s in sites.items() if s.kind == "weight" and len(s.layers) == 1}
-    input_q = _input_quantizers(qmodel, sites)
-    state = _load_state(state_path, settings_key(settings, fp32, samples))
+    input_q = _input_quantizers(modules, sites)
+    state = _load_state(state_path, settings_key(settings, fp32, samples, low_bit))
     fp32 = fp32.eval()
     todo = [(top, blocks) for top, blocks in _blocks(fp32, samples[0])
             if any(layer.startswith(b + ".") or layer == b for b in blocks for layer in low_bit)]
@@ -284,7 +282,7 @@ def round_weights(qmodel: nn.Module, fp32: nn.Module, sites: dict[str, Quantizer
             elif qb.low_bit:
                 before = _block_error(qb, x_q, y_fp)
                 _round_block(qb, block_fp, x_q, x_fp, settings.damp)
-                done = BlockResult(name, len(qb.low_bit), before, _block_error(qb, x_q, y_fp))
+                done = BlockResult(name, before, _block_error(qb, x_q, y_fp))
                 state["blocks"][name] = {qb.layer[n]: qb.convs[n].weight.detach().clone() for n in qb.low_bit}
                 _save_state(state_path, state)
                 result.blocks.append(done)
