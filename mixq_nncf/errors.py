@@ -22,7 +22,7 @@ class MissingFileError(MixqError):
 
 
 class ScopeError(MixqError):
-    """A scope pattern matches no layer."""
+    """A scope pattern matches no layer, or a layer the plan names has no quantizer NNCF can attribute to it."""
 
 
 class ParityError(MixqError):

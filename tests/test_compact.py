@@ -85,3 +85,46 @@ def test_shipped_compact_config_resolves_a_plan():
     plan = resolve_plan(model, cfg.compression, tuple(cfg.input_info.range))
     assert len(plan.layers) == 18
     assert set(cfg.variants) == {"fp32", "ptq_int8", "ptq_mixed"}
+
+
+def test_per_layer_bits_reach_compact_convs(calibration, tmp_path):
+    """The plan's 16-bit first and last convs get 16-bit weight quantizers and export as float convolutions."""
+    from mixq_nncf.config.plan import resolve_plan
+    from mixq_nncf.config.schema import parse_config
+    from mixq_nncf.ir.export import export_ir, read_meta
+    from mixq_nncf.quant.ptq import quantize
+    from mixq_nncf.quant.table import quantizer_table
+
+    torch.manual_seed(0)
+    model = SRVGGNetCompact(num_feat=8, num_conv=3, upscale=4).eval()
+    cfg = parse_config({"compression": {"stages": {"feature_extraction": {"bits": 16}, "upsampling": {"bits": 16}}}})
+    q = quantize(model, resolve_plan(model, cfg.compression), calibration[:4], compression=cfg.compression)
+    weight_bits = {r.layers[0]: r.bits for r in quantizer_table(q) if r.kind == "weight" and r.layers}
+    assert weight_bits == {"body.0": 16, "body.2": 8, "body.4": 8, "body.6": 8, "body.8": 16}
+    xml = export_ir(q, tmp_path / "m.xml", example_input=calibration[0],
+                    float_precision={"body.0": "f32", "body.8": "f32"})
+    assert read_meta(xml)["float_precision"] == {"body.0": "f32", "body.8": "f32"}
+
+
+class _ModuleListCompact(SRVGGNetCompact):
+    """Real-ESRGAN's own forward: the ModuleList's convs are called from the top-level module."""
+
+    def forward(self, x):
+        out = x
+        for layer in self.body:
+            out = layer(out)
+        return self.upsampler(out) + F.interpolate(x, scale_factor=self.upscale, mode="nearest")
+
+
+def test_a_plan_layer_no_quantizer_serves_is_named(calibration):
+    """NNCF names no module for convs called from outside their parent: apply_plan refuses instead of silently
+    leaving them at 8 bits."""
+    from mixq_nncf.config.plan import resolve_plan
+    from mixq_nncf.config.schema import parse_config
+    from mixq_nncf.errors import ScopeError
+    from mixq_nncf.quant.ptq import quantize
+
+    model = _ModuleListCompact(num_feat=8, num_conv=2, upscale=4).eval()
+    cfg = parse_config({"compression": {"stages": {"feature_extraction": {"bits": 16}}}})
+    with pytest.raises(ScopeError, match=r"body\.0, body\.2, body\.4, body\.6 .*nn\.Sequential"):
+        quantize(model, resolve_plan(model, cfg.compression), calibration[:2], compression=cfg.compression)

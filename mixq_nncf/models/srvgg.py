@@ -48,11 +48,14 @@ class SRVGGNetCompact(nn.Module):
         self.upscale = upscale
         self.num_conv = num_conv
         self.out_scale = out_scale if out_scale != upscale else None
-        self.body = nn.ModuleList([nn.Conv2d(num_in_ch, num_feat, 3, 1, 1), _activation(act_type, num_feat)])
+        # a Sequential (Real-ESRGAN's is a ModuleList, same state-dict keys): NNCF names an op by the chain of
+        # modules *called* above it, and a ModuleList is never called, so its convs would be anonymous
+        # ('/conv2d/0') and no per-layer precision could reach them
+        layers = [nn.Conv2d(num_in_ch, num_feat, 3, 1, 1), _activation(act_type, num_feat)]
         for _ in range(num_conv):
-            self.body.append(nn.Conv2d(num_feat, num_feat, 3, 1, 1))
-            self.body.append(_activation(act_type, num_feat))
-        self.body.append(nn.Conv2d(num_feat, num_out_ch * upscale * upscale, 3, 1, 1))
+            layers += [nn.Conv2d(num_feat, num_feat, 3, 1, 1), _activation(act_type, num_feat)]
+        layers.append(nn.Conv2d(num_feat, num_out_ch * upscale * upscale, 3, 1, 1))
+        self.body = nn.Sequential(*layers)
         self.upsampler = nn.PixelShuffle(upscale)
 
     @property
@@ -71,10 +74,7 @@ class SRVGGNetCompact(nn.Module):
         return self.out_scale or self.upscale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = x
-        for layer in self.body:
-            out = layer(out)
-        out = self.upsampler(out) + F.interpolate(x, scale_factor=self.upscale, mode="nearest")
+        out = self.upsampler(self.body(x)) + F.interpolate(x, scale_factor=self.upscale, mode="nearest")
         if self.out_scale is not None:
             out = F.interpolate(out, scale_factor=self.out_scale / self.upscale, mode="bicubic", align_corners=False)
         return out

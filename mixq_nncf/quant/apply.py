@@ -12,6 +12,7 @@ from torch import nn
 
 from mixq_nncf.config.plan import PrecisionPlan
 from mixq_nncf.config.schema import bits_name
+from mixq_nncf.errors import ScopeError
 from mixq_nncf.quant.quantizers import make_signed, pin_input_range, quantizer_state, set_bits
 from mixq_nncf.quant.sites import (QuantizerSite, example_input, is_quantized, is_weight_key, quantizer_modules,
                                    quantizer_sites)
@@ -60,6 +61,13 @@ def apply_plan(qmodel: nn.Module, plan: PrecisionPlan, *, example: torch.Tensor 
     """
     if sites is None:
         sites = quantizer_sites(qmodel, example)
+    unserved = unserved_layers(plan, sites)
+    if unserved:
+        raise ScopeError(
+            f"the plan quantizes {', '.join(unserved[:6])}{' ...' if len(unserved) > 6 else ''} but no NNCF weight "
+            "quantizer of this model is attributed to them, so their bits cannot be set; the model calls these "
+            "convs from outside the module that holds them (e.g. a ModuleList iterated in forward): call them "
+            "through an nn.Sequential or their parent module")
     modules = quantizer_modules(qmodel)
     conflicts: list[str] = []
     for key, site in sites.items():
@@ -73,6 +81,13 @@ def apply_plan(qmodel: nn.Module, plan: PrecisionPlan, *, example: torch.Tensor 
         for q, (q_lo, q_hi) in zip(inputs, input_extremes(qmodel, inputs, ex, lo, hi)):
             pin_input_range(q, q_lo, q_hi)
     return ApplyResult(sites, conflicts)
+
+
+def unserved_layers(plan: PrecisionPlan, sites: dict[str, QuantizerSite]) -> list[str]:
+    """Layers the plan quantizes that no weight quantizer site names: NNCF found no module name for their op,
+    so every per-layer precision would silently miss them."""
+    served = {layer for site in sites.values() if site.kind == "weight" for layer in site.layers}
+    return [n for n, p in plan.layers.items() if p.weight_bits is not None and n not in served]
 
 
 def apply_skip_bits(qmodel: nn.Module, plan: PrecisionPlan, sites: dict[str, QuantizerSite]) -> list[str]:
