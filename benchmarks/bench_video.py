@@ -292,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=int, default=24, help="test clip frame rate (default 24)")
     p.add_argument("--int8", type=Path, metavar="INT8.xml", help="the int8 OpenVINO IR (.xml beside its .bin)")
     p.add_argument("--fp32", type=Path, metavar="FP32.xml", help="the fp32 OpenVINO IR of the same model")
+    p.add_argument("--allocated", type=Path, metavar="MIXED.xml",
+                   help="optional: a mixed-precision IR (e.g. from `mixq allocate`), run as a fourth runner")
     p.add_argument("--arch", help="the preset the IRs were made from, for the PyTorch runner "
                                   "(`mixq models` lists them), e.g. realesr_animevideov3_x4")
     p.add_argument("--frames", type=int, metavar="N", help="use only the first N frames (the same for every runner)")
@@ -303,8 +305,9 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     missing = [f"--{k}" for k in ("int8", "fp32", "arch", "out") if getattr(args, k) is None]
     if args.clip is None or missing:
         p.error(f"give CLIP and {', '.join(missing) or 'the options'} (or --make-clip PATH); see --help")
-    for name, path in (("CLIP", args.clip), ("--int8", args.int8), ("--fp32", args.fp32)):
-        if not path.is_file():
+    for name, path in (("CLIP", args.clip), ("--int8", args.int8), ("--fp32", args.fp32),
+                       ("--allocated", args.allocated)):
+        if path is not None and not path.is_file():
             raise MissingFileError(f"{name}: {path} not found" +
                                    (": make one with --make-clip" if name == "CLIP" else ""))
     if args.frames is not None and args.frames < 1:
@@ -321,6 +324,9 @@ def benchmark(args: argparse.Namespace, command: str) -> dict:
     runners = [(int8, lambda: run_mixq("int8_ir", int8, args.int8, clip, out / "int8")),
                (fp32, lambda: run_mixq("fp32_ir", fp32, args.fp32, clip, out / "fp32")),
                ("PyTorch fp32 eager", lambda: run_torch(args.arch, clip, out / "torch" / f"{clip.stem}_torch.mp4"))]
+    if args.allocated is not None:
+        mixed = "mixq upscale, allocated mixed IR (per-layer precision in the IR)"
+        runners.insert(2, (mixed, lambda: run_mixq("allocated_ir", mixed, args.allocated, clip, out / "allocated")))
     print(f"{source['frames']} frames of {source['width']}x{source['height']} at {source['fps']} fps", flush=True)
     runs = []
     for i, (label, runner) in enumerate(runners, 1):

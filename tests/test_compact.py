@@ -84,7 +84,7 @@ def test_shipped_compact_config_resolves_a_plan():
     model = build_generator(cfg.model.arch)
     plan = resolve_plan(model, cfg.compression, tuple(cfg.input_info.range))
     assert len(plan.layers) == 18
-    assert set(cfg.variants) == {"fp32", "ptq_int8", "ptq_mixed"}
+    assert set(cfg.variants) == {"fp32", "ptq_int8", "ptq_mixed", "allocated"}
 
 
 def test_per_layer_bits_reach_compact_convs(calibration, tmp_path):

@@ -38,7 +38,11 @@ Inputs = dict[str, list[torch.Tensor]]
 class BlockResult:
     name: str
     error_nearest: float  # mean squared error of the block's output against fp32's, round-to-nearest weights
-    error_rounded: float
+    error_rounded: float  # with the weights kept: the rounded ones, or the nearest ones where those did better
+
+    @property
+    def kept_nearest(self) -> bool:
+        return self.error_rounded >= self.error_nearest
 
     @property
     def gain_db(self) -> float:
@@ -281,14 +285,22 @@ def round_weights(qmodel: nn.Module, fp32: nn.Module, sites: dict[str, Quantizer
                 result.resumed += 1
             elif qb.low_bit:
                 before = _block_error(qb, x_q, y_fp)
+                nearest = {n: qb.convs[n].weight.detach().clone() for n in qb.low_bit}
                 _round_block(qb, block_fp, x_q, x_fp, settings.damp)
-                done = BlockResult(name, before, _block_error(qb, x_q, y_fp))
+                after = _block_error(qb, x_q, y_fp)
+                if after >= before:
+                    # the layer-by-layer fit can miss the block's output (dense blocks, correlated errors): the
+                    # block then keeps its round-to-nearest weights, so rounding never makes a block worse here
+                    _restore(qmodel, {qb.layer[n]: w for n, w in nearest.items()})
+                done = BlockResult(name, before, min(before, after))
                 state["blocks"][name] = {qb.layer[n]: qb.convs[n].weight.detach().clone() for n in qb.low_bit}
                 _save_state(state_path, state)
                 result.blocks.append(done)
                 if progress:
+                    fitted = BlockResult(name, before, after).gain_db
+                    kept = f"fit {fitted:+.1f} dB: kept round-to-nearest" if done.kept_nearest else f"{fitted:+.1f} dB"
                     progress(f"      {name}: output error {done.error_nearest:.3g} -> {done.error_rounded:.3g} "
-                             f"({done.gain_db:+.1f} dB)")
+                             f"({kept})")
             with torch.no_grad():
                 x_q = [qb(x) for x in x_q]
             x_fp = y_fp
