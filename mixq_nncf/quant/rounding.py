@@ -41,7 +41,8 @@ class BlockResult:
     error_rounded: float  # with the weights kept: the rounded ones, or the nearest ones where those did better
 
     @property
-    def kept_nearest(self) -> bool:
+    def no_gain(self) -> bool:
+        """The rounded weights left the output no closer to fp32 than round-to-nearest."""
         return self.error_rounded >= self.error_nearest
 
     @property
@@ -287,18 +288,18 @@ def round_weights(qmodel: nn.Module, fp32: nn.Module, sites: dict[str, Quantizer
                 before = _block_error(qb, x_q, y_fp)
                 nearest = {n: qb.convs[n].weight.detach().clone() for n in qb.low_bit}
                 _round_block(qb, block_fp, x_q, x_fp, settings.damp)
-                after = _block_error(qb, x_q, y_fp)
-                if after >= before:
+                fit = BlockResult(name, before, _block_error(qb, x_q, y_fp))
+                if fit.no_gain:
                     # the layer-by-layer fit can miss the block's output (dense blocks, correlated errors): the
                     # block then keeps its round-to-nearest weights, so rounding never makes a block worse here
                     _restore(qmodel, {qb.layer[n]: w for n, w in nearest.items()})
-                done = BlockResult(name, before, min(before, after))
+                done = BlockResult(name, before, min(before, fit.error_rounded))
                 state["blocks"][name] = {qb.layer[n]: qb.convs[n].weight.detach().clone() for n in qb.low_bit}
                 _save_state(state_path, state)
                 result.blocks.append(done)
                 if progress:
-                    fitted = BlockResult(name, before, after).gain_db
-                    kept = f"fit {fitted:+.1f} dB: kept round-to-nearest" if done.kept_nearest else f"{fitted:+.1f} dB"
+                    kept = f"fit {fit.gain_db:+.1f} dB: kept round-to-nearest" if fit.no_gain else \
+                        f"{fit.gain_db:+.1f} dB"
                     progress(f"      {name}: output error {done.error_nearest:.3g} -> {done.error_rounded:.3g} "
                              f"({kept})")
             with torch.no_grad():

@@ -84,7 +84,7 @@ def _check_sweepable(cfg: Config) -> None:
         raise SweepError("the config has compression: null (fp32); a sweep needs a quantization section")
     if cfg.variants:
         raise ConfigError(f"the config defines variants ({', '.join(cfg.variants)}); sweep one: write a "
-                          "single-variant config")
+                          "single-variant config, or sweep its base settings with --set 'variants={}'")
 
 
 def _effective_config(cfg: Config, spec: SweepSpec, out: Path, log: Callable[[str], None],
