@@ -2,7 +2,8 @@
 
 Without an int8 dot-product instruction (AVX512-VNNI, AVX-VNNI or AMX) oneDNN multiplies u8 x s8 pairs with
 AVX2's vpmaddubsw, which saturates their sum at int16: full-range 8-bit weights then overflow and the IR no longer
-computes what the quantized model does. NNCF's overflow fix (7-bit weight range) avoids that on such CPUs.
+computes what the quantized model does. NNCF's overflow fix (7-bit weight range) avoids that on such CPUs; the
+default here ("pairs", quant/pair_safe.py) widens each output channel's range only as far as its own weights need.
 """
 from __future__ import annotations
 
@@ -40,10 +41,11 @@ def has_bf16(flags: frozenset[str] | None = None) -> bool:
 
 
 def resolve_overflow_fix(setting: str, flags: frozenset[str] | None = None) -> str:
-    """'auto' -> 'disable' on CPUs with an int8 dot product, 'enable' (7-bit weights everywhere) on the others."""
+    """'auto' -> 'disable' on CPUs with an int8 dot product, 'pairs' (each channel's 8-bit range widened just enough
+    that no u8 x s8 pair saturates) on the others."""
     if setting != "auto":
         return setting
-    return "disable" if has_int8_dot_product(flags) else "enable"
+    return "disable" if has_int8_dot_product(flags) else "pairs"
 
 
 AVX2_INT8_PARITY_SLACK_DB = 0.3

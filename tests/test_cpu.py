@@ -14,11 +14,11 @@ ALDER = frozenset({"avx2", "avx_vnni"})
 def test_capabilities_follow_the_flags(flags, dot, bf16):
     assert has_int8_dot_product(flags) is dot
     assert has_bf16(flags) is bf16
-    assert resolve_overflow_fix("auto", flags) == ("disable" if dot else "enable")
+    assert resolve_overflow_fix("auto", flags) == ("disable" if dot else "pairs")
     assert int8_parity_slack_db(flags) == (0.0 if dot else 0.3)
 
 
-@pytest.mark.parametrize("setting", ["disable", "enable", "first_layer_only"])
+@pytest.mark.parametrize("setting", ["pairs", "disable", "enable", "first_layer_only"])
 def test_an_explicit_overflow_fix_is_kept_on_every_cpu(setting):
     for flags in (AVX2, ZEN4, SPR, ALDER):
         assert resolve_overflow_fix(setting, flags) == setting

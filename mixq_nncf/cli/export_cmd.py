@@ -33,7 +33,7 @@ def run(args) -> int:
     from mixq_nncf.io_utils import atomic_write_json, atomic_write_text
     from mixq_nncf.models import load_generator
     from mixq_nncf.quant.checkpoint import load_quantized
-    from mixq_nncf.quant.ptq import quantize_from_config
+    from mixq_nncf.quant.ptq import overflow_safe, quantize_from_config
 
     out = Path(args.out)
     src = Path(args.source)
@@ -44,12 +44,14 @@ def run(args) -> int:
         res = quantize_from_config(cfg)
         model, fp32, arch, margs, weights = res.model, res.fp32_model, cfg.model.arch, cfg.model.args, cfg.model.weights
         quantized = res.plan is not None
+        safe = overflow_safe(model, cfg.compression)  # fitted by the PTQ already: read back for the report
     else:
         ck = load_quantized(src)
         model, arch, margs = ck.model, ck.arch, ck.args
         weights = ck.meta.get("weights") or (ck.meta.get("config", {}).get("model", {}).get("weights"))
         fp32 = load_generator(arch, margs, weights)
         quantized = ck.plan is not None
+        safe = None
     h, w = args.static or (64, 64)
     images = _parity_images(args.images, int(fp32.scale), h, w, static=args.static is not None)
     example = torch.rand(1, 3, h, w)
@@ -60,14 +62,15 @@ def run(args) -> int:
     size = ir_size(xml)
     audit_d = to_dict(audit)
     audit_d.pop("ops")
-    report = {"ir": str(xml), "parity": to_dict(parity), "audit": audit_d, "size": to_dict(size)}
+    report = {"ir": str(xml), "parity": to_dict(parity), "audit": audit_d, "size": to_dict(size),
+              "int8_weights": to_dict(safe) if safe is not None else None}
     atomic_write_json(out / "export.json", report)
     md = [f"# Export of {src}", "", f"IR: {xml} ({size.bin_bytes / 1e6:.3f} MB .bin; by precision: "
           + ", ".join(f"{k} {v / 1e6:.3f} MB" for k, v in size.bytes_by_precision.items()) + ")", "",
           f"Parity ({parity.mode}): {'passed' if parity.passed else 'FAILED'}; max |torch - IR| "
           f"{parity.max_abs_diff:.3g}" + (f", fidelity torch {parity.torch_fidelity_db:.2f} dB vs IR "
                                          f"{parity.ir_fidelity_db:.2f} dB" if parity.ir_fidelity_db else ""),
-          "", audit_markdown(audit)]
+          "", audit_markdown(audit)] + (["", safe.summary() + "."] if safe is not None else [])
     atomic_write_text(out / "export.md", "\n".join(md) + "\n")
     print("\n".join(md))
     print(json.dumps({"ir": str(xml), "parity_passed": parity.passed}))

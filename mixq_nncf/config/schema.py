@@ -180,7 +180,7 @@ class FullyQuantizedSection:
         return tuple(parse_bits(getattr(self, n), n) for n in ("weights", "activations", "skips"))
 
 
-OVERFLOW_FIX = ("auto", "disable", "enable", "first_layer_only")
+OVERFLOW_FIX = ("auto", "pairs", "disable", "enable", "first_layer_only")
 
 
 @dataclass(frozen=True)
@@ -204,7 +204,9 @@ class CompressionSection:
     scope_overrides: dict[str, PrecisionOverride] = field(default_factory=dict)
     ignored_scopes: list[str] = field(default_factory=list)
     initializer: Initializer = field(default_factory=Initializer)
-    overflow_fix: Annotated[str, Choice(OVERFLOW_FIX)] = "auto"  # auto: off where the CPU has VNNI/AMX, on (7-bit weights) where it has not
+    # auto: off where the CPU has VNNI/AMX; "pairs" where it has not (8-bit ranges widened per channel just enough
+    # for AVX2's int16 pair sums, quant/pair_safe.py); "enable" is NNCF's fix (7-bit weights everywhere)
+    overflow_fix: Annotated[str, Choice(OVERFLOW_FIX)] = "auto"
     fully_quantized: Optional[FullyQuantizedSection] = None  # FQSR mode: weights/activations defaults come from here
     target_scopes: list[str] = field(default_factory=list)
     validate_scopes: bool = True  # a scope pattern that matches no layer is an error
@@ -392,3 +394,14 @@ def parse_config(data: dict) -> Config:
         except ConfigError as exc:
             raise ConfigError(f"variants.{name}: {exc}") from None
     return cfg
+
+
+def compression_key(cfg: "Config") -> dict | None:
+    """The compression section as a cache key, with "auto" settings as this CPU resolves them: a result made where
+    auto meant another overflow fix is not reused."""
+    from mixq_nncf.cpu import resolve_overflow_fix
+
+    comp = to_dict(cfg.compression)
+    if comp is not None:
+        comp["overflow_fix"] = resolve_overflow_fix(comp.get("overflow_fix", "auto"))
+    return comp

@@ -161,6 +161,11 @@ def _kernel_and_precision_lines(report: dict) -> list[str]:
         check = v.get("precision_check") or {}
         if v.get("kernels"):
             lines.append(f"- `{name}` kernels: {v['kernels']}.")
+        weights = v.get("int8_weights") or {}
+        if weights.get("channels"):
+            lines.append(f"- `{name}`: 8-bit weights widened for AVX2's int16 pair sums (overflow_fix pairs) in "
+                         f"{weights['widened']} of {weights['channels']} channels, {weights['mean_bits']:.2f} bits "
+                         "kept on average (NNCF's overflow fix: 7).")
         notes = list(check.get("notes", []))
         bf16 = sorted(k for k, p in (v.get("float_precision") or {}).items() if p == "bf16")
         if bf16 and machine.get("default_precision") == "f32" and NO_BF16_NOTE not in notes:

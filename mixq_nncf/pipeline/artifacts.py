@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from mixq_nncf.config.plan import PrecisionPlan
-from mixq_nncf.config.schema import Config, to_dict
+from mixq_nncf.config.schema import Config, compression_key, to_dict
 from mixq_nncf.errors import IRError
 from mixq_nncf.io_utils import content_key, file_hash
+
+
+INT8_WEIGHTS_FILE = "int8_weights.json"  # what compression.overflow_fix "pairs" left the 8-bit weights
 
 
 @dataclass
@@ -41,12 +44,12 @@ def weights_key(cfg: Config) -> Any:
 def quantized_key(cfg: Config) -> str:
     """What a variant's quantized checkpoint was made from."""
     return content_key(to_dict(cfg.model), weights_key(cfg), to_dict(cfg.data), to_dict(cfg.input_info),
-                       to_dict(cfg.compression))
+                       compression_key(cfg))
 
 
 def ptq_key(cfg: Config, plan: PrecisionPlan) -> str:
     """Variants whose PTQ differs only in bit widths share one calibration (bits change without re-calibration)."""
-    comp = to_dict(cfg.compression)
+    comp = compression_key(cfg)
     for k in ("stages", "scope_overrides"):
         comp.pop(k, None)
     comp["weights"].pop("bits", None)

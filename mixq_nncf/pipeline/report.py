@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from mixq_nncf.config.schema import Config, to_dict
-from mixq_nncf.pipeline.artifacts import VariantArtifacts
+from mixq_nncf.pipeline.artifacts import INT8_WEIGHTS_FILE, VariantArtifacts
 
 
 def _float_precision(ir: Path) -> dict | None:
@@ -13,6 +13,14 @@ def _float_precision(ir: Path) -> dict | None:
     try:
         value = json.loads(ir.with_suffix(".json").read_text()).get("float_precision")
     except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _int8_weights(folder: Path) -> dict | None:
+    try:
+        value = json.loads((folder / INT8_WEIGHTS_FILE).read_text())
+    except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
 
@@ -37,6 +45,7 @@ def _variant_row(a: VariantArtifacts, stats: dict, quality: dict, bench: dict, o
         "float_precision": float_precision,
         "deployment": "per-layer precision in the IR, no hint" if float_precision is not None else
         "INFERENCE_PRECISION_HINT=f32",
+        "int8_weights": _int8_weights(a.folder),
         "precision_check": {"notes": a.audit.get("notes") or [], "mismatches": a.audit.get("mismatches") or []},
     }
 

@@ -11,12 +11,12 @@ from torch import nn
 
 from mixq_nncf.config.plan import PrecisionPlan, as_int8, resolve_plan
 from mixq_nncf.config.schema import Config, RangeInit, bits_name, to_dict
-from mixq_nncf.io_utils import cached_json, content_key, file_hash
-from mixq_nncf.pipeline.artifacts import ir_matches, ptq_key, quantized_key, training_key
+from mixq_nncf.io_utils import atomic_write_json, cached_json, content_key, file_hash
+from mixq_nncf.pipeline.artifacts import INT8_WEIGHTS_FILE, ir_matches, ptq_key, quantized_key, training_key
 from mixq_nncf.pipeline.probe import CachedOutputs, torch_fidelity
 from mixq_nncf.quant.apply import apply_plan
 from mixq_nncf.quant.checkpoint import load_quantized, save_quantized
-from mixq_nncf.quant.ptq import complete_plan, init_weight_ranges, quantize, round_low_bit_weights
+from mixq_nncf.quant.ptq import complete_plan, init_weight_ranges, overflow_safe, quantize, round_low_bit_weights
 from mixq_nncf.train.loop import train
 
 Log = Callable[[str], None]
@@ -96,11 +96,21 @@ def quantized_model(cfg: Config, fp32: nn.Module, folder: Path, cache: Path,
         log(f"      weight ranges fitted (least output error) in {len(fitted)} quantizers, mean clipping ratio "
             f"{sum(fitted.values()) / len(fitted):.2f}")
     if cfg.compression.initializer.weight_rounding is not None:
+        overflow_safe(model, cfg.compression, applied.sites)  # so 8-bit weights are rounded on the grid they keep
         round_low_bit_weights(model, fp32, cfg.compression, applied.sites, calibration(),
                               state_path=folder / "weight_rounding.state.pt", log=log)
+    record_int8_weights(overflow_safe(model, cfg.compression, applied.sites), folder, log)
     save_quantized(model, ckpt, arch=cfg.model.arch, args=cfg.model.args, plan=plan,
                    meta={"variant": cfg.name, "weights": cfg.model.weights, "key": key, "conflicts": conflicts})
     return model, with_conflicts(plan, conflicts)
+
+
+def record_int8_weights(report, folder: Path, log: Log) -> None:
+    """Say what the 8-bit weights keep where the overflow fix fitted them (int8_weights.json, read by the report)."""
+    if report is None:
+        return
+    log(f"      {report.summary()}")
+    atomic_write_json(folder / INT8_WEIGHTS_FILE, to_dict(report))
 
 
 def train_variant(cfg: Config, model: nn.Module, plan: PrecisionPlan | None, fp32: nn.Module, folder: Path,
@@ -131,6 +141,8 @@ def _run_training(cfg: Config, model: nn.Module, plan: PrecisionPlan | None, pro
     t0 = time.perf_counter()
     result = train(cfg, model=model, teacher=fp32, out_dir=folder / "train", resume=True, plan=plan)
     trained = load_quantized(final).model
+    if cfg.compression is not None:
+        record_int8_weights(overflow_safe(trained, cfg.compression), folder, log)  # save_final fitted it again
     after = torch_fidelity(trained, probe_ref, probe, crop_border)
     info = {"steps": cfg.training.iterations, "fidelity_before": before, "fidelity_after": after,
             "wall_s": time.perf_counter() - t0, "probe": f"{len(probe)} centre LR crops of the eval images, torch",

@@ -28,6 +28,7 @@ from mixq_nncf.errors import ConfigError
 from mixq_nncf.models import load_generator
 from mixq_nncf.quant.apply import apply_plan, force_signed
 from mixq_nncf.quant.memory import release_freed_memory, trimmed
+from mixq_nncf.quant.pair_safe import PairSafeReport, fit_pair_safe_ranges
 from mixq_nncf.quant.quantizers import is_asymmetric, write_range
 from mixq_nncf.quant.rounding import RoundingResult, round_weights
 from mixq_nncf.quant.sites import QuantizerSite, quantizer_modules, quantizer_sites
@@ -81,8 +82,10 @@ def quantize_with_conflicts(model: nn.Module, plan: PrecisionPlan, calibration: 
         if (p.weight_bits is None) != (p.act_bits is None):
             raise ConfigError(f"layer {n}: weights {bits_name(p.weight_bits)} with activations "
                               f"{bits_name(p.act_bits)} — set both sides to fp32 (ignored_scopes) or both quantized")
-    overflow = {"disable": OverflowFix.DISABLE, "enable": OverflowFix.ENABLE,
-                "first_layer_only": OverflowFix.FIRST_LAYER}[_overflow_fix(compression)]
+    fix = _overflow_fix(compression)
+    # pairs: NNCF quantizes full-range 8-bit weights, whose ranges are then widened per channel (quant.pair_safe)
+    overflow = {"disable": OverflowFix.DISABLE, "enable": OverflowFix.ENABLE, "pairs": OverflowFix.DISABLE,
+                "first_layer_only": OverflowFix.FIRST_LAYER}[fix]
     estimator = _range_estimator(compression.initializer.range)
     # NNCF's torch backend has only the fast bias correction; false in the config turns bias correction off
     advanced = AdvancedQuantizationParameters(
@@ -110,7 +113,10 @@ def quantize_with_conflicts(model: nn.Module, plan: PrecisionPlan, calibration: 
     applied = apply_plan(qmodel, plan, example=calibration[0], input_range=input_range or plan.input_range,
                          sites=sites)
     init_weight_ranges(qmodel, compression, applied.sites, calibration)
+    if compression.initializer.weight_rounding is not None:
+        overflow_safe(qmodel, compression, applied.sites)  # so 8-bit weights are rounded on the grid they keep
     round_low_bit_weights(qmodel, model, compression, applied.sites, calibration)
+    overflow_safe(qmodel, compression, applied.sites)
     release_freed_memory(collect=True)
     return qmodel, list(applied.conflicts)
 
@@ -194,6 +200,16 @@ def _overflow_fix(compression: CompressionSection) -> str:
                               "symmetric or overflow_fix to auto")
         return "disable"
     return fix
+
+
+def overflow_safe(qmodel: nn.Module, compression: CompressionSection | None,
+                  sites: dict[str, QuantizerSite] | None = None) -> PairSafeReport | None:
+    """Where compression.overflow_fix resolves to "pairs" (auto on CPUs without VNNI/AMX): the 8-bit weight ranges
+    widened per channel just enough that no u8 x s8 pair saturates int16 (quant.pair_safe). Idempotent; called
+    after anything that moves weights or ranges (PTQ, weight rounding, QAT) so the IR always runs what torch does."""
+    if compression is None or _overflow_fix(compression) != "pairs":
+        return None
+    return fit_pair_safe_ranges(qmodel, sites if sites is not None else quantizer_sites(qmodel))
 
 
 def undo_overflow_fix_off_8bit(qmodel: nn.Module, plan: PrecisionPlan, sites: dict[str, QuantizerSite]) -> list[str]:

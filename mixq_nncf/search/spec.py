@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 from mixq_nncf.config.plan import LayerPrecision, PrecisionPlan
-from mixq_nncf.config.schema import Config, to_dict
+from mixq_nncf.config.schema import Config, compression_key, to_dict
 from mixq_nncf.errors import MixqError
 
 GRANULARITIES = ("stage", "block", "layer")
@@ -155,7 +155,7 @@ def content_hash(obj: Any) -> str:
 
 def context_key(cfg: Config, spec: SweepSpec) -> dict:
     """What every measurement depends on: the model, data, quantization and the sweep settings."""
-    comp = to_dict(cfg.compression)
+    comp = compression_key(cfg)
     # the sweep re-plans one calibration with apply_plan, which never fits weight ranges: not part of its key
     (comp.get("initializer") or {}).pop("weight_range", None)
     return {"model": to_dict(cfg.model), "data": to_dict(cfg.data), "input": to_dict(cfg.input_info),

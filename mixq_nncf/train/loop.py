@@ -22,6 +22,7 @@ from tqdm import tqdm
 from mixq_nncf.config.schema import Config
 from mixq_nncf.errors import MixqError
 from mixq_nncf.io_utils import fault_point
+from mixq_nncf.quant.ptq import overflow_safe
 from mixq_nncf.train.log import TrainLog
 from mixq_nncf.train.losses import PerceptualLoss, discriminator_accuracy, gan_loss_d
 from mixq_nncf.train.setup import (adam_with_milestones, amp_autocast, build_discriminator, caller_placement,
@@ -138,6 +139,8 @@ def train(cfg: Config, *, model: nn.Module, teacher: Optional[nn.Module], out_di
             if hooks is not None:
                 hooks.close()
         wall = time.perf_counter() - t0
+        if plan is not None:  # training moved weights and ranges: 8-bit weights made AVX2-safe again, on every rank
+            overflow_safe((ema if ema is not None else model).cpu().eval(), cfg.compression)
         if is_main:
             save_final(out_dir / "final.pt", cfg, model, ema, plan)
             log.flush()

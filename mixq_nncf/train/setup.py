@@ -198,11 +198,18 @@ def build_discriminator(t: TrainingSection, adversarial_distill: bool, device: t
 def generator_param_groups(model: nn.Module, lr: float, lr_quantizers: Optional[float]) -> list[dict]:
     """Weights at lr; NNCF's quantizer intervals (scale, input_low / input_range) at lr_quantizers when set. At a
     fine-tuning lr an interval of magnitude ~1-10 moves ~1e-3 in a short run, i.e. not at all: the rounding noise
-    it sets (the grain NIQE sees) can only shrink if the intervals get their own, larger step."""
+    it sets (the grain NIQE sees) can only shrink if the intervals get their own, larger step. With lr 0 and
+    lr_quantizers set, the weights stop requiring gradients (in place) and only the intervals are returned."""
     params = [p for p in model.parameters() if p.requires_grad]
     if lr_quantizers is None or not is_quantized(model):  # fp32 models have no intervals (and no NNCF hooks)
         return [{"params": params, "lr": lr}]
     q_ids = {id(p) for m in quantizer_modules(model).values() for p in m.parameters()}
+    if lr == 0:
+        # intervals alone: the weights are frozen, so backward skips every conv's weight gradient
+        for p in params:
+            if id(p) not in q_ids:
+                p.requires_grad_(False)
+        params = [p for p in params if id(p) in q_ids]
     groups = [{"params": [p for p in params if id(p) not in q_ids], "lr": lr},
               {"params": [p for p in params if id(p) in q_ids], "lr": lr_quantizers}]
     return [g for g in groups if g["params"]]
