@@ -66,6 +66,17 @@ def test_report_has_every_variant_with_measurements(tiny_run):
     baselines = report["baselines"]
     assert baselines["default"]["latency_median_ms"] > 0 and baselines["default"]["precision"] in ("bf16", "f32")
     assert baselines["f32_hint"]["latency_median_ms"] == report["variants"]["fp32"]["latency_median_ms"]
+    if baselines["default"]["precision"] == "f32":  # one compiled graph, timed once, reported for both
+        assert baselines["default"]["same_as_f32_hint"]
+        assert baselines["default"]["latency_median_ms"] == baselines["f32_hint"]["latency_median_ms"]
+    # on CPUs without VNNI/AMX the 8-bit weights were widened for AVX2's pair sums, and the report says how far
+    from mixq_nncf.cpu import has_int8_dot_product
+    weights = report["variants"]["ptq_int8"]["int8_weights"]
+    if has_int8_dot_product():
+        assert weights is None
+    else:
+        assert weights["channels"] > 0 and 7.0 <= weights["mean_bits"] <= 8.0
+        assert "overflow_fix pairs" in (out / "report.md").read_text()
     # the int16 layers are marked f32 in the IR itself, which then needs no precision hint
     mixed = report["variants"]["qat_mixed"]
     assert mixed["float_precision"] == {"conv_first": "f32", "conv_hr": "f32", "conv_last": "f32"}

@@ -156,7 +156,9 @@ def _kernel_and_precision_lines(report: dict) -> list[str]:
         prec = baselines["default"].get("precision") or machine.get("default_precision") or "?"
         lines += [f"**Baseline.** Speed-ups lead with the ratio to the fp32 IR compiled with OpenVINO's defaults (no "
                   f"precision hint: {prec} on this CPU; {machine.get('units', '')}), the baseline a user of this "
-                  "machine already has; the ratio to the same IR under INFERENCE_PRECISION_HINT=f32 is beside it.", ""]
+                  "machine already has; the ratio to the same IR under INFERENCE_PRECISION_HINT=f32 is beside it."
+                  + (" Here both settings compile the same f32 graph, timed once, so the two columns agree."
+                     if baselines["default"].get("same_as_f32_hint") else ""), ""]
     for name, v in report["variants"].items():
         check = v.get("precision_check") or {}
         if v.get("kernels"):

@@ -152,7 +152,8 @@ def machine_info() -> MachineInfo:
 def baseline_targets(fp32_xml: str | Path) -> list[Target]:
     """The baseline a user of this machine already has, and the figure beside it: the fp32 IR compiled with
     OpenVINO's defaults (no INFERENCE_PRECISION_HINT: bf16 on AVX512-BF16/AMX CPUs, f32 elsewhere), and the same IR
-    under the f32 hint. On CPUs without bf16 units both compile to the same f32 graph (their ratio shows noise)."""
+    under the f32 hint. On CPUs without bf16 units both compile to the same f32 graph; `mixq run` then times it once
+    and reports that timing for both."""
     return [Target(BASELINE_DEFAULT, "openvino", Path(fp32_xml), precision="default"),
             Target(BASELINE_F32, "openvino", Path(fp32_xml), precision="f32")]
 

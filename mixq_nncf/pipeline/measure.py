@@ -21,7 +21,7 @@ Log = Callable[[str], None]
 def benchmark_variants(cfg: Config, arts: dict[str, VariantArtifacts], fp32: nn.Module, baseline: str | None,
                        out_dir: Path, log: Log, progress: bool) -> dict:
     """All variant IRs and the peers timed in one interleaved run (ratios are only fair within one run)."""
-    from mixq_nncf.ir.bench import Target, baseline_targets
+    from mixq_nncf.ir.bench import BASELINE_DEFAULT, Target, baseline_targets, plugin_default_precision
     from mixq_nncf.ir.export import ir_fingerprint
 
     path = out_dir / "bench.json"
@@ -29,7 +29,10 @@ def benchmark_variants(cfg: Config, arts: dict[str, VariantArtifacts], fp32: nn.
     names = [n for n in arts if n != baseline]
     targets = [Target(name=n, kind="openvino", path=a.ir) for n, a in arts.items() if n != baseline]
     if baseline is not None or fp32 is not None:
-        targets += baseline_targets(arts[baseline].ir if baseline is not None else _fp32_peer_ir(cfg, fp32, out_dir))
+        base = baseline_targets(arts[baseline].ir if baseline is not None else _fp32_peer_ir(cfg, fp32, out_dir))
+        if plugin_default_precision() == "f32":  # defaults and the f32 hint compile the same graph: timed once
+            base = [t for t in base if t.name != BASELINE_DEFAULT]
+        targets += base
     peers = list(cfg.benchmark.peers)
     peer_names: list[str] = []
     if "torch_fp32" in peers:
@@ -61,7 +64,7 @@ def _fp32_peer_ir(cfg: Config, fp32: nn.Module, out_dir: Path) -> Path:
 def _measure(cfg: Config, arts: dict[str, VariantArtifacts], targets: list, peer_names: list, names: list,
              baseline: str | None, log: Log, progress: bool) -> dict:
     from mixq_nncf.ir.audit import layer_time_shares
-    from mixq_nncf.ir.bench import benchmark, machine_info
+    from mixq_nncf.ir.bench import BASELINE_DEFAULT, BASELINE_F32, benchmark, machine_info
 
     h, w = cfg.benchmark.input_size
     log(f"[5/7] benchmarking {len(targets)} targets at 1x3x{h}x{w} (interleaved, {cfg.benchmark.iterations} runs each)")
@@ -70,6 +73,10 @@ def _measure(cfg: Config, arts: dict[str, VariantArtifacts], targets: list, peer
     result: dict[str, Any] = {"variants": names, "peers": peer_names, "machine": to_dict(machine_info()),
                               "settings": to_dict(cfg.benchmark), "stats": {s.name: to_dict(s) for s in stats},
                               "fp32_time_share": {}}
+    if BASELINE_F32 in result["stats"] and BASELINE_DEFAULT not in result["stats"]:
+        # OpenVINO's default precision is f32 here: the f32-hint timing is the defaults' timing (one compiled graph)
+        result["stats"][BASELINE_DEFAULT] = {**result["stats"][BASELINE_F32], "name": BASELINE_DEFAULT}
+        result["default_is_f32_hint"] = True
     for n, a in arts.items():
         if n != baseline and a.audit.get("conv_fp32", 0):
             shares = layer_time_shares(a.ir, (1, 3, h, w))

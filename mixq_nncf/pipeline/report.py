@@ -62,7 +62,8 @@ def assemble_report(cfg: Config, arts: dict[str, VariantArtifacts], bench: dict,
     machine = bench.get("machine", {})
     baselines = {key: {"latency_median_ms": stats[name].get("median_ms"), "latency_p90_ms": stats[name].get("p90_ms"),
                        "kernels": stats[name].get("kernels", ""),
-                       "precision": machine.get("default_precision") if key == "default" else "f32"}
+                       "precision": machine.get("default_precision") if key == "default" else "f32",
+                       "same_as_f32_hint": bool(bench.get("default_is_f32_hint")) and key == "default"}
                  for key, name in (("default", BASELINE_DEFAULT), ("f32_hint", BASELINE_F32)) if name in stats}
     peers = {p: {"latency_median_ms": stats[p].get("median_ms"), "latency_p90_ms": stats[p].get("p90_ms")}
              for p in bench.get("peers", []) if p in stats}
