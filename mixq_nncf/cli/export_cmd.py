@@ -33,7 +33,7 @@ def run(args) -> int:
     from mixq_nncf.io_utils import atomic_write_json, atomic_write_text
     from mixq_nncf.models import load_generator
     from mixq_nncf.quant.checkpoint import load_quantized
-    from mixq_nncf.quant.ptq import overflow_safe, quantize_from_config
+    from mixq_nncf.quant.ptq import int8_weights_report, quantize_from_config
 
     out = Path(args.out)
     src = Path(args.source)
@@ -44,7 +44,7 @@ def run(args) -> int:
         res = quantize_from_config(cfg)
         model, fp32, arch, margs, weights = res.model, res.fp32_model, cfg.model.arch, cfg.model.args, cfg.model.weights
         quantized = res.plan is not None
-        safe = overflow_safe(model, cfg.compression)  # fitted by the PTQ already: read back for the report
+        safe = int8_weights_report(model, cfg.compression)  # the PTQ fitted them
     else:
         ck = load_quantized(src)
         model, arch, margs = ck.model, ck.arch, ck.args

@@ -26,7 +26,7 @@ def run(args) -> int:
     from mixq_nncf.io_utils import atomic_write_json, atomic_write_text
     from mixq_nncf.quant.checkpoint import save_quantized
     from mixq_nncf.quant.table import layer_bits, quantizer_table, table_markdown
-    from mixq_nncf.quant.ptq import overflow_safe, quantize_from_config
+    from mixq_nncf.quant.ptq import int8_weights_report, quantize_from_config
 
     cfg = load_checked(args.config, args.overrides)
     if cfg.variants:
@@ -55,7 +55,7 @@ def run(args) -> int:
     for conflict in result.conflicts:
         print(f"warning: {conflict}", file=sys.stderr)
     print("Layers per precision: " + ", ".join(f"{k}: {v}" for k, v in result.plan.counts().items()))
-    safe = overflow_safe(result.model, cfg.compression)  # already fitted by the PTQ: this only reads it back
+    safe = int8_weights_report(result.model, cfg.compression)  # the PTQ fitted them
     if safe is not None:
         print(safe.summary())
     if raised:

@@ -16,7 +16,8 @@ from mixq_nncf.pipeline.artifacts import INT8_WEIGHTS_FILE, ir_matches, ptq_key,
 from mixq_nncf.pipeline.probe import CachedOutputs, torch_fidelity
 from mixq_nncf.quant.apply import apply_plan
 from mixq_nncf.quant.checkpoint import load_quantized, save_quantized
-from mixq_nncf.quant.ptq import complete_plan, init_weight_ranges, overflow_safe, quantize, round_low_bit_weights
+from mixq_nncf.quant.ptq import (complete_plan, init_weight_ranges, int8_weights_report, overflow_safe, quantize,
+                                 round_low_bit_weights)
 from mixq_nncf.train.loop import train
 
 Log = Callable[[str], None]
@@ -141,8 +142,7 @@ def _run_training(cfg: Config, model: nn.Module, plan: PrecisionPlan | None, pro
     t0 = time.perf_counter()
     result = train(cfg, model=model, teacher=fp32, out_dir=folder / "train", resume=True, plan=plan)
     trained = load_quantized(final).model
-    if cfg.compression is not None:
-        record_int8_weights(overflow_safe(trained, cfg.compression), folder, log)  # save_final fitted it again
+    record_int8_weights(int8_weights_report(trained, cfg.compression), folder, log)  # train() fitted them again
     after = torch_fidelity(trained, probe_ref, probe, crop_border)
     info = {"steps": cfg.training.iterations, "fidelity_before": before, "fidelity_after": after,
             "wall_s": time.perf_counter() - t0, "probe": f"{len(probe)} centre LR crops of the eval images, torch",

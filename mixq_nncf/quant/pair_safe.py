@@ -101,18 +101,13 @@ def _candidates(qmodel: nn.Module, sites: dict[str, QuantizerSite]):
 def fit_pair_safe_ranges(qmodel: nn.Module, sites: dict[str, QuantizerSite]) -> PairSafeReport:
     """Make every 8-bit weight of ``qmodel`` safe on AVX2 int8 kernels (in place; channels already safe keep their
     range, so a second call changes nothing). Weights of layers other than plain Conv2d get NNCF's 7-bit range."""
-    halved = []
     with torch.no_grad():
         for key, q, conv in _candidates(qmodel, sites):
-            if conv is None:
-                if float(_stored_peak(q, _weight_of(qmodel, sites[key])).max()) > 64:
-                    write_range(q, -q.scale.detach() * 2, q.scale.detach() * 2)
-                halved.append(key)
-            else:
+            if conv is not None:
                 _fit_one(q, conv.weight.detach().float())
-    report = pair_safe_report(qmodel, sites)
-    report.halved = halved
-    return report
+            elif float(_stored_peak(q, _weight_of(qmodel, sites[key])).max()) > 64:
+                write_range(q, -q.scale.detach() * 2, q.scale.detach() * 2)
+    return pair_safe_report(qmodel, sites)
 
 
 def _weight_of(qmodel: nn.Module, site: QuantizerSite) -> torch.Tensor:
@@ -133,6 +128,8 @@ def pair_safe_report(qmodel: nn.Module, sites: dict[str, QuantizerSite]) -> Pair
         for key, q, conv in _candidates(qmodel, sites):
             peak = _stored_peak(q, _weight_of(qmodel, sites[key])).clamp(min=1)
             report.quantizers += 1
+            if conv is None:
+                report.halved.append(key)
             report.channels += peak.numel()
             report.widened += int((peak < q.level_high).sum())
             bits += float((8 - torch.log2(q.level_high / peak)).sum())

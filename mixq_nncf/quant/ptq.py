@@ -28,7 +28,7 @@ from mixq_nncf.errors import ConfigError
 from mixq_nncf.models import load_generator
 from mixq_nncf.quant.apply import apply_plan, force_signed
 from mixq_nncf.quant.memory import release_freed_memory, trimmed
-from mixq_nncf.quant.pair_safe import PairSafeReport, fit_pair_safe_ranges
+from mixq_nncf.quant.pair_safe import PairSafeReport, fit_pair_safe_ranges, pair_safe_report
 from mixq_nncf.quant.quantizers import is_asymmetric, write_range
 from mixq_nncf.quant.rounding import RoundingResult, round_weights
 from mixq_nncf.quant.sites import QuantizerSite, quantizer_modules, quantizer_sites
@@ -210,6 +210,15 @@ def overflow_safe(qmodel: nn.Module, compression: CompressionSection | None,
     if compression is None or _overflow_fix(compression) != "pairs":
         return None
     return fit_pair_safe_ranges(qmodel, sites if sites is not None else quantizer_sites(qmodel))
+
+
+def int8_weights_report(qmodel: nn.Module, compression: CompressionSection | None,
+                        sites: dict[str, QuantizerSite] | None = None) -> PairSafeReport | None:
+    """What overflow_safe left the 8-bit weights (channels widened, bits kept), read without fitting again; None
+    where compression.overflow_fix does not resolve to "pairs"."""
+    if compression is None or _overflow_fix(compression) != "pairs":
+        return None
+    return pair_safe_report(qmodel, sites if sites is not None else quantizer_sites(qmodel))
 
 
 def undo_overflow_fix_off_8bit(qmodel: nn.Module, plan: PrecisionPlan, sites: dict[str, QuantizerSite]) -> list[str]:
