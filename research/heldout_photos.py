@@ -1,21 +1,20 @@
-"""Write centre crops of installed photos that the demo never trains, calibrates or evaluates on, for checking
-quality figures on photos nothing was tuned on.
+"""Write the embedded held-out photos (`data.heldout: "offline"`, mixq_nncf.data.datasets) as centre crops, for
+research scripts that take a folder of images.
 
     python research/heldout_photos.py runs/heldout_photos
     python research/range_init.py --eval runs/heldout_photos runs/demo/variants/ptq_int8/quantized.pt ...
 
-The photos: pyiqa's four test photos (one SPAQ phone photo, three video frames; `tests/test_efficiency_img_dir` in
-site-packages) and scikit-image's gravel, brick, grass (grey, written as RGB) and hubble_deep_field, each cropped
-to 512x384 (landscape) or 384x512 (portrait) around its centre, the size of the Kodak eval photos.
+Each photo is cropped to 512x384 (landscape) or 384x512 (portrait) around its centre, the size of the Kodak eval
+photos. `mixq run` scores the same photos itself where a config sets `data.heldout` (the demo: 384 px square crops).
 """
 from __future__ import annotations
 
 import argparse
-import site
 import sys
 from pathlib import Path
 
-SKIMAGE = ("gravel.png", "brick.png", "grass.png", "hubble_deep_field.jpg")
+from mixq_nncf.data.datasets import offline_photos
+from mixq_nncf.errors import DataError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,14 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from PIL import Image
 
-    roots = [Path(s) for s in site.getsitepackages()]
-    found = []
-    for root in roots:
-        found += sorted((root / "tests" / "test_efficiency_img_dir").glob("*.jpg"))
-        found += [root / "skimage" / "data" / n for n in SKIMAGE if (root / "skimage" / "data" / n).is_file()]
-    if len(found) < len(SKIMAGE) + 4:
-        sys.exit(f"found {len(found)} of the 8 photos under {', '.join(map(str, roots))}; install the project "
-                 "(make setup) so pyiqa's and scikit-image's files are present")
+    try:
+        found = offline_photos("heldout")
+    except DataError as exc:
+        sys.exit(str(exc))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for path in found:

@@ -15,6 +15,11 @@ def test_offline_split_is_fixed_disjoint_and_documented():
     assert len(train) >= 6 and len(eval_) == 8
     assert not set(train) & set(eval_)
     assert all(r["licence"] for r in photo_manifest())
+    heldout = offline_photos("heldout")
+    assert len(heldout) == 8 and not set(heldout) & (set(train) | set(eval_))
+    assert all(p.is_file() for p in heldout)
+    with pytest.raises(ValueError, match="heldout"):
+        offline_photos("test")
 
 
 def test_imresize_matches_matlab_convention():

@@ -20,7 +20,8 @@ from mixq_nncf.pipeline import CachedOutputs, recipe_of
 TINY_RUN = {
     "name": "tiny-run",
     "model": {"arch": "msrresnet_x4", "args": TINY, "weights": None},
-    "data": {"calibration_samples": 4, "calibration_patch": 16, "eval_max_images": 2, "eval_crop": 128},
+    "data": {"calibration_samples": 4, "calibration_patch": 16, "eval_max_images": 2, "eval_crop": 128,
+             "heldout": "offline", "heldout_crop": 128},
     "input_info": {"sample_size": [1, 3, 24, 24]},
     "compression": {"weights": {"bits": "int8"}, "activations": {"bits": "int8"}},
     "training": {"iterations": 6, "batch_size": 2, "patch_size": 32, "lr_g": 1e-3, "distill_only": True,
@@ -97,6 +98,45 @@ def test_report_has_every_variant_with_measurements(tiny_run):
         assert word in md
     assert (out / "figures" / "crops.png").stat().st_size > 1000
     assert (out / "figures" / "tradeoff.png").stat().st_size > 1000
+
+
+def test_report_scores_the_heldout_photos_apart_from_the_eval_photos(tiny_run):
+    _, out = tiny_run
+    report = json.loads((out / "report.json").read_text())
+    assert report["heldout"]["images"] == 8 and report["heldout"]["crop"] == 128
+    held = list(csv.DictReader((out / "heldout" / "per_image.csv").open()))
+    seen = list(csv.DictReader((out / "eval" / "per_image.csv").open()))
+    assert {r["image"] for r in held}.isdisjoint({r["image"] for r in seen})
+    assert len(held) == 8 * 4  # bicubic and the three variants
+    for name, v in report["variants"].items():
+        q = v["quality_heldout"]
+        rows = [r for r in held if r["variant"] == name]
+        assert q["fidelity_psnr"] == pytest.approx(sum(float(r["fidelity_psnr"]) for r in rows) / len(rows), rel=1e-6)
+        assert q["niqe_gap"] >= 0 and q != v["quality"]
+    assert report["variants"]["fp32"]["quality_heldout"]["niqe_gap"] == 0
+    md = (out / "report.md").read_text()
+    assert "Held-out photos: 8 (offline, HR centre crop 128 px)" in md
+    ptq = report["variants"]["ptq_int8"]["quality_heldout"]["fidelity_psnr"]
+    assert f"| ptq_int8 | {ptq:.3f} |" in md
+
+
+def test_heldout_photos_can_change_without_redoing_variants(tiny_run, capsys):
+    """The held-out set is scored after the variants are built, so changing it keeps their results."""
+    cfg, out = tiny_run
+    changed = json.loads(cfg.read_text())
+    changed["data"]["heldout"] = None
+    path = cfg.with_name("no_heldout.json")
+    path.write_text(json.dumps(changed))
+    capsys.readouterr()
+    try:
+        assert main(["run", str(path), "--out", str(out)]) == 0
+        err = capsys.readouterr().err
+        assert "IR found" in err and "calibrating" not in err
+        report = json.loads((out / "report.json").read_text())
+        assert "heldout" not in report and "quality_heldout" not in report["variants"]["ptq_int8"]
+        assert "Held-out photos" not in (out / "report.md").read_text()
+    finally:  # the other tests read the module's run as its config made it
+        assert main(["run", str(cfg), "--out", str(out)]) == 0
 
 
 def test_figure_samples_are_the_evaluated_outputs(tiny_run):

@@ -16,7 +16,10 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--arch", help="preset for an fp32 weights file (see `mixq models`; default: read from the file)")
     p.add_argument("--reference", help="fp32 model for fidelity metrics (.xml or .pt or weights with --arch)")
     p.add_argument("--data", default="offline", help="dataset: 'offline' or an HR folder / dataset root")
-    p.add_argument("--split", default="eval", choices=["train", "eval"])
+    p.add_argument("--split", default="eval", choices=["train", "eval", "heldout"],
+                   help="which offline photos with --data offline: eval (default), train, or heldout (8 photos "
+                        "nothing was tuned on)")
+    p.add_argument("--centre-crop", type=int, metavar="PX", help="score an HR centre crop of PX x PX of each photo")
     p.add_argument("--pred", help="folder of super-resolved images")
     p.add_argument("--gt", help="folder of ground-truth images (with --pred)")
     p.add_argument("--scale", type=int, default=4)
@@ -87,7 +90,7 @@ def run(args) -> int:
             raise UserError("give --model (to run a model) or --pred/--gt (to score images)")
         model = _runner(args.model, args.arch)
         reference = _runner(args.reference, args.arch) if args.reference else None
-        pairs = EvalPairs(resolve_images(args.data, args.split)[: args.max_images], args.scale)
+        pairs = EvalPairs(resolve_images(args.data, args.split)[: args.max_images], args.scale, crop=args.centre_crop)
         for i, pair in enumerate(tqdm(pairs, desc="eval", total=len(pairs))):
             if min(pair["lr"].shape[-2:]) < 1:
                 raise DataError(f"{pairs.hr_paths[i]} is too small for x{args.scale}: a side under {args.scale} "

@@ -139,11 +139,15 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[str]:
-    """'key: old -> new' for every leaf that differs between two config dicts (top-level sections in ignore
+    """'key: old -> new' for every leaf that differs between two config dicts (sections or dotted keys in ignore
     skipped)."""
     a, b = _flatten(old), _flatten(new)
+
+    def ignored(key: str) -> bool:
+        return any(key == i or key.startswith(i + ".") for i in ignore)
+
     return [f"{k}: {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}" for k in sorted(set(a) | set(b))
-            if a.get(k, "(unset)") != b.get(k, "(unset)") and k.split(".")[0] not in ignore]
+            if a.get(k, "(unset)") != b.get(k, "(unset)") and not ignored(k)]
 
 
 def dump_config(cfg: Config, path: str | Path, *, check_unchanged: bool = False,

@@ -51,6 +51,10 @@ class DataSection:
     calibration_patch: PositiveInt = 64  # LR pixels
     eval_max_images: Optional[PositiveInt] = None
     eval_crop: Optional[PositiveInt] = None  # HR centre crop for speed; null = whole image
+    # a second eval set nothing was tuned on, scored and reported beside the eval photos ('offline': the embedded
+    # held-out photos; a folder; null: none) and its HR centre crop
+    heldout: Optional[str] = None
+    heldout_crop: Optional[PositiveInt] = None
     seed: Seed = 0
 
 
@@ -405,3 +409,12 @@ def compression_key(cfg: "Config") -> dict | None:
     if comp is not None:
         comp["overflow_fix"] = resolve_overflow_fix(comp.get("overflow_fix", "auto"))
     return comp
+
+
+# data keys that only choose what a finished model is scored on, never what is calibrated or trained
+SCORING_ONLY_DATA = ("heldout", "heldout_crop")
+
+
+def data_key(cfg: "Config") -> dict:
+    """The data section as a cache key for calibrated, trained and exported results (held-out photos left out)."""
+    return {k: v for k, v in to_dict(cfg.data).items() if k not in SCORING_ONLY_DATA}

@@ -8,10 +8,15 @@ and differs by about 1 grey level.
 The offline photo set: natural RGB photos inside installed wheels (nothing is downloaded).
   eval  (8): pyiqa's Kodak images I03 I04 I06 I08 I19 (ResultsCalibra/ref_dir), astronaut, chelsea, grace_hopper
   train (6): coffee, rocket, motorcycle_left, motorcycle_right, china, flower
+  heldout (8): photos nothing in this project was tuned, calibrated, trained or evaluated on: pyiqa's four test
+    photos (one SPAQ phone photo, three video frames; tests/test_efficiency_img_dir beside the pyiqa package) and
+    scikit-image's gravel, brick, grass (grey, read as RGB) and hubble_deep_field
 Licences: Kodak PhotoCD images (released by Kodak for unrestricted use); scikit-image data: astronaut (NASA,
 public domain), chelsea (CC0, Stefan van der Walt), coffee (CC0, Rachel Michetti), rocket (SpaceX, CC0),
 motorcycle (Middlebury stereo 2014, research use); scikit-learn china.jpg / flower.jpg (CC BY 2.0, see
-sklearn/datasets/images/README.txt); matplotlib grace_hopper.jpg (US Navy, public domain).
+sklearn/datasets/images/README.txt); matplotlib grace_hopper.jpg (US Navy, public domain); pyiqa test photos (SPAQ
+and video frames, distributed with pyiqa for research use); scikit-image gravel, brick, grass (CC0, Stefan van der
+Walt), hubble_deep_field (NASA / STScI, public domain).
 """
 from __future__ import annotations
 
@@ -125,7 +130,20 @@ PHOTOS = (
     Photo("motorcycle_right", "skimage", "data/motorcycle_right.png", "train", "Middlebury stereo 2014, research use"),
     Photo("china", "sklearn", "datasets/images/china.jpg", "train", "CC BY 2.0 (see sklearn README.txt)"),
     Photo("flower", "sklearn", "datasets/images/flower.jpg", "train", "CC BY 2.0 (see sklearn README.txt)"),
+    Photo("spaq_10241", "pyiqa", "../tests/test_efficiency_img_dir/SPAQ_10241.jpg", "heldout",
+          "SPAQ, distributed with pyiqa for research use"),
+    Photo("frame_4wrwr48c", "pyiqa", "../tests/test_efficiency_img_dir/frame_4wrwr48cdk6rbcjl.jpg", "heldout",
+          "video frame, distributed with pyiqa for research use"),
+    Photo("frame_7gzdcz9s", "pyiqa", "../tests/test_efficiency_img_dir/frame_7gzdcz9sif0ekg31.jpg", "heldout",
+          "video frame, distributed with pyiqa for research use"),
+    Photo("frame_9ogwhvvy", "pyiqa", "../tests/test_efficiency_img_dir/frame_9ogwhvvy7gfj6jzh.jpg", "heldout",
+          "video frame, distributed with pyiqa for research use"),
+    Photo("gravel", "skimage", "data/gravel.png", "heldout", "CC0, Stefan van der Walt"),
+    Photo("brick", "skimage", "data/brick.png", "heldout", "CC0, Stefan van der Walt"),
+    Photo("grass", "skimage", "data/grass.png", "heldout", "CC0, Stefan van der Walt"),
+    Photo("hubble_deep_field", "skimage", "data/hubble_deep_field.jpg", "heldout", "NASA / STScI, public domain"),
 )
+SPLITS = ("train", "eval", "heldout")
 
 
 def _package_dir(name: str) -> Optional[Path]:
@@ -145,15 +163,15 @@ def photo_manifest() -> list[dict]:
     rows = []
     for p in PHOTOS:
         root = _package_dir(p.package)
-        path = root / p.relpath if root else None
+        path = (root / p.relpath).resolve() if root else None
         rows.append({"name": p.name, "package": p.package, "path": str(path) if path else None, "split": p.split,
                      "licence": p.licence, "available": bool(path and path.is_file())})
     return rows
 
 
 def offline_photos(split: str = "all") -> list[Path]:
-    if split not in ("train", "eval", "all"):
-        raise ValueError(f"split must be train, eval or all, got {split!r}")
+    if split not in SPLITS + ("all",):
+        raise ValueError(f"split must be one of {', '.join(SPLITS)} or all, got {split!r}")
     rows = [r for r in photo_manifest() if split == "all" or r["split"] == split]
     paths = [Path(r["path"]) for r in rows if r["available"]]
     if not paths:
@@ -330,7 +348,8 @@ class EvalPairs(Dataset):
             c = self.crop - self.crop % self.scale
             h, w = hr.shape[-2:]
             if h < c or w < c:
-                raise DataError(f"{self.hr_paths[i]} is {w}x{h}, smaller than data.eval_crop {c}")
+                raise DataError(f"{self.hr_paths[i]} is {w}x{h}, smaller than the centre crop {c} (data.eval_crop or "
+                                "data.heldout_crop): lower the crop or leave it out to score whole images")
             top, left = (h - c) // 2 // self.scale * self.scale, (w - c) // 2 // self.scale * self.scale
             hr = hr[:, top:top + c, left:left + c]
         lr = load_image(self.lr_paths[i]) if self.lr_paths else make_lr(hr, self.scale)

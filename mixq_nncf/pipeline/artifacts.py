@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mixq_nncf.config.plan import PrecisionPlan
-from mixq_nncf.config.schema import Config, compression_key, to_dict
+from mixq_nncf.config.schema import Config, compression_key, data_key, to_dict
 from mixq_nncf.errors import IRError
 from mixq_nncf.io_utils import content_key, file_hash
 
@@ -43,7 +43,7 @@ def weights_key(cfg: Config) -> Any:
 
 def quantized_key(cfg: Config) -> str:
     """What a variant's quantized checkpoint was made from."""
-    return content_key(to_dict(cfg.model), weights_key(cfg), to_dict(cfg.data), to_dict(cfg.input_info),
+    return content_key(to_dict(cfg.model), weights_key(cfg), data_key(cfg), to_dict(cfg.input_info),
                        compression_key(cfg))
 
 
@@ -58,7 +58,7 @@ def ptq_key(cfg: Config, plan: PrecisionPlan) -> str:
     comp.get("initializer", {}).pop("weight_range", None)  # applied after the bits, on each variant's copy
     comp.get("initializer", {}).pop("weight_rounding", None)  # so is the rounding of low-bit weights
     fp32_layers = sorted(n for n, p in plan.layers.items() if p.weight_bits is None and p.act_bits is None)
-    blob = json.dumps({"model": to_dict(cfg.model), "data": to_dict(cfg.data), "input": to_dict(cfg.input_info),
+    blob = json.dumps({"model": to_dict(cfg.model), "data": data_key(cfg), "input": to_dict(cfg.input_info),
                        "compression": comp, "fp32": fp32_layers}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
@@ -69,7 +69,7 @@ _HARMLESS_TRAINING = ("log_every", "checkpoint_every", "tensorboard", "device", 
 def training_key(cfg: Config, start: Path) -> str:
     """What a training run depends on: its starting checkpoint, the training and data sections."""
     training = {k: v for k, v in to_dict(cfg.training).items() if k not in _HARMLESS_TRAINING}
-    return content_key(file_hash(start), training, to_dict(cfg.data), cfg.model.arch)
+    return content_key(file_hash(start), training, data_key(cfg), cfg.model.arch)
 
 
 def ir_matches(xml: Path, key: str) -> bool:

@@ -1,8 +1,10 @@
-"""Steps 5 and 6 of `mixq run`: every variant's IR timed in one interleaved run, then scored on the eval images."""
+"""Steps 5 and 6 of `mixq run`: every variant's IR timed in one interleaved run, then scored on the eval images
+(and on the held-out photos where the config names them)."""
 from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -85,48 +87,59 @@ def _measure(cfg: Config, arts: dict[str, VariantArtifacts], targets: list, peer
     return result
 
 
-def evaluate_variants(cfg: Config, arts: dict[str, VariantArtifacts], fp32: nn.Module, eval_pairs: list,
-                      crop_border: int, out_dir: Path, log: Log, progress: bool, baseline: str | None = None,
-                      eval_key: str | None = None) -> tuple[dict, list]:
+@dataclass(frozen=True)
+class ImageSet:
+    """Photos a run scores every variant on: the eval photos (folder 'eval', whose first output feeds the figures)
+    or the held-out photos (folder 'heldout', nothing tuned on them)."""
+    folder: str
+    pairs: list
+    key: str
+    keep_samples: bool = False
+
+
+def evaluate_variants(cfg: Config, arts: dict[str, VariantArtifacts], fp32: nn.Module, images: ImageSet,
+                      crop_border: int, out_dir: Path, log: Log, progress: bool,
+                      baseline: str | None = None) -> tuple[dict, list]:
     """Score each variant's OpenVINO output: fidelity to the fp32 model, no-reference quality, and GT metrics."""
     from mixq_nncf.ir.export import ir_fingerprint
 
-    path = out_dir / "eval" / "summary.json"
+    path = out_dir / images.folder / "summary.json"
     names = list(arts)
     metric_names = list(cfg.eval.metrics)
     key = content_key({n: ir_fingerprint(a.ir) for n, a in arts.items()}, metric_names, crop_border, baseline,
-                      eval_key)
+                      images.key)
 
     def _samples_kept(saved: dict) -> bool:
-        return all(sample_path(out_dir, n).is_file() for n in ["bicubic"] + names)
+        return not images.keep_samples or all(sample_path(out_dir, n).is_file() for n in ["bicubic"] + names)
 
-    saved, reused = cached_json(path, key, lambda: _score(cfg, arts, fp32, eval_pairs, crop_border, out_dir, log,
+    saved, reused = cached_json(path, key, lambda: _score(cfg, arts, fp32, images, crop_border, out_dir, log,
                                                           progress, baseline, names, metric_names),
                                 valid=_samples_kept)
     if reused:
-        log("[6/7] evaluation found")
+        log(f"[6/7] evaluation on the {images.folder} photos found")
     return saved["quality"], saved["per_image"]
 
 
-def _score(cfg: Config, arts: dict[str, VariantArtifacts], fp32: nn.Module, eval_pairs: list, crop_border: int,
+def _score(cfg: Config, arts: dict[str, VariantArtifacts], fp32: nn.Module, images: ImageSet, crop_border: int,
            out_dir: Path, log: Log, progress: bool, baseline: str | None, names: list, metric_names: list) -> dict:
     from mixq_nncf.eval.metrics import MetricSuite
     from mixq_nncf.ir.export import compile_ir, run_ir
 
     suite = MetricSuite(metric_names, crop_border)
-    log(f"[6/7] evaluating {len(names)} variants on {len(eval_pairs)} images ({', '.join(metric_names)})")
+    pairs = images.pairs
+    log(f"[6/7] evaluating {len(names)} variants on {len(pairs)} {images.folder} images ({', '.join(metric_names)})")
     with torch.no_grad():
-        refs = [fp32(p["lr"].unsqueeze(0))[0].clamp(0, 1) for p in tqdm(eval_pairs, desc="fp32 reference",
+        refs = [fp32(p["lr"].unsqueeze(0))[0].clamp(0, 1) for p in tqdm(pairs, desc=f"fp32 reference ({images.folder})",
                                                                         disable=not progress)]
     rows: list[dict] = []
-    bicubic = [imresize(p["lr"], fp32.scale).clamp(0, 1) for p in eval_pairs]
+    bicubic = [imresize(p["lr"], fp32.scale).clamp(0, 1) for p in pairs]
     for name, a in [("bicubic", None)] + list(arts.items()):
         # the fp32 IR matched the torch model tensor-wise at export (parity), so its outputs are the references
         reuse = bicubic if a is None else (refs if name == baseline else None)
         compiled = None if reuse is not None else compile_ir(a.ir)
-        for k, pair in enumerate(tqdm(eval_pairs, desc=f"eval {name}", disable=not progress)):
+        for k, pair in enumerate(tqdm(pairs, desc=f"{images.folder} {name}", disable=not progress)):
             pred = reuse[k] if reuse is not None else run_ir(compiled, pair["lr"]).clamp(0, 1)
-            if k == 0:  # kept for the side-by-side figure, so it needs no second inference
+            if k == 0 and images.keep_samples:  # kept for the side-by-side figure, so it needs no second inference
                 save_image(pred, sample_path(out_dir, name))
             scores = suite.score(pred, reference=refs[k], gt=pair.get("hr"))
             rows.append({"variant": name, "image": pair["name"], **scores})
@@ -136,7 +149,7 @@ def _score(cfg: Config, arts: dict[str, VariantArtifacts], fp32: nn.Module, eval
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(out_dir / "eval" / "per_image.csv", buf.getvalue())
+    atomic_write_text(out_dir / images.folder / "per_image.csv", buf.getvalue())
     return {"variants": names, "metrics": metric_names, "quality": quality, "per_image": rows}
 
 

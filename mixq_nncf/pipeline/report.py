@@ -79,3 +79,12 @@ def assemble_report(cfg: Config, arts: dict[str, VariantArtifacts], bench: dict,
         "training": {n: a.training for n, a in arts.items() if a.training},
         "notes": notes,
     }
+
+
+def add_heldout(report: dict, cfg: Config, quality: dict, images: int) -> None:
+    """The held-out photos' scores beside the eval photos' (each variant's ``quality_heldout``)."""
+    report["heldout"] = {"images": images, "source": cfg.data.heldout, "crop": cfg.data.heldout_crop}
+    for name, row in report["variants"].items():
+        row["quality_heldout"] = quality.get(name, {})
+    if quality.get("bicubic"):
+        report["heldout"]["bicubic"] = quality["bicubic"]

@@ -12,16 +12,16 @@ import torch
 from torch import nn
 
 from mixq_nncf.config.files import dump_config
-from mixq_nncf.config.schema import Config
+from mixq_nncf.config.schema import SCORING_ONLY_DATA, Config
 from mixq_nncf.data.datasets import EvalPairs, calibration_inputs, resolve_images
 from mixq_nncf.io_utils import atomic_write_json, atomic_write_text, content_key, ensure_writable, file_hash, \
     remove_stale_temp
 from mixq_nncf.models import load_generator
 from mixq_nncf.pipeline.artifacts import VariantArtifacts, weights_key
 from mixq_nncf.pipeline.figures import add_figures
-from mixq_nncf.pipeline.measure import add_niqe_gap, benchmark_variants, evaluate_variants
+from mixq_nncf.pipeline.measure import ImageSet, add_niqe_gap, benchmark_variants, evaluate_variants
 from mixq_nncf.pipeline.probe import CachedOutputs, probe_inputs
-from mixq_nncf.pipeline.report import assemble_report
+from mixq_nncf.pipeline.report import add_heldout, assemble_report
 from mixq_nncf.pipeline.stages import audit_variant, export_variant, quantized_model, recipe_of, train_variant
 from mixq_nncf.quant.memory import release_freed_memory
 
@@ -30,16 +30,17 @@ Log = Callable[[str], None]
 
 @dataclass
 class RunInputs:
-    """What every variant shares: the fp32 model, the eval images and the probe crops cut from them."""
+    """What every variant shares: the fp32 model, the eval images and the probe crops cut from them, the
+    held-out photos."""
     fp32: nn.Module
     scale: int
     crop_border: int
     eval_paths: list[Path]
-    eval_key: str
-    eval_pairs: list[dict]
+    eval_set: ImageSet
     probe: list[torch.Tensor]
     probe_ref: CachedOutputs
     calibration: Callable[[], list[torch.Tensor]]  # read on first use: fp32-only runs never need it
+    heldout_set: ImageSet | None = None
 
 
 def load_inputs(cfg: Config, log: Log) -> RunInputs:
@@ -56,14 +57,20 @@ def load_inputs(cfg: Config, log: Log) -> RunInputs:
     lr_paths = resolve_images(cfg.data.eval_lr, "eval") if cfg.data.eval_lr else None
     eval_pairs = list(EvalPairs(eval_paths, scale, lr_paths=lr_paths, crop=cfg.data.eval_crop))
     probe = probe_inputs(eval_pairs, cfg.input_info.sample_size[-1])
+    heldout = None
+    if cfg.data.heldout:
+        paths = resolve_images(cfg.data.heldout, "heldout")
+        key = content_key([(p.name, file_hash(p)) for p in paths], cfg.data.heldout_crop, cfg.model.arch,
+                          cfg.model.args, weights_key(cfg))
+        heldout = ImageSet("heldout", list(EvalPairs(paths, scale, crop=cfg.data.heldout_crop)), key)
 
     @functools.cache
     def calibration() -> list[torch.Tensor]:
         return calibration_inputs(cfg.data.calibration or cfg.data.train, cfg.data.calibration_samples,
                                   cfg.data.calibration_patch, scale, cfg.data.seed)
 
-    return RunInputs(fp32, scale, crop_border, eval_paths, eval_key, eval_pairs, probe, CachedOutputs(fp32),
-                     calibration)
+    return RunInputs(fp32, scale, crop_border, eval_paths, ImageSet("eval", eval_pairs, eval_key, keep_samples=True),
+                     probe, CachedOutputs(fp32), calibration, heldout)
 
 
 def build_variant(name: str, vcfg: Config, index: str, out_dir: Path, inputs: RunInputs,
@@ -73,6 +80,7 @@ def build_variant(name: str, vcfg: Config, index: str, out_dir: Path, inputs: Ru
     folder.mkdir(parents=True, exist_ok=True)
     # benchmark / eval results live outside the variant folder and are checked on their own
     unused = ("name", "description", "variants", "benchmark", "eval") + \
+        tuple(f"data.{k}" for k in SCORING_ONLY_DATA) + \
         (("training",) if vcfg.compression is None or vcfg.training.iterations == 0 else ())
     dump_config(vcfg, folder / "config.json", check_unchanged=True, ignore=unused)
     art = VariantArtifacts(name=name, folder=folder, recipe="fp32")
@@ -121,14 +129,21 @@ def run(cfg: Config, out_dir: Path, *, variants: list[str] | None = None, log: L
     bench = benchmark_variants(cfg, arts, inputs.fp32, baseline, out_dir, log, progress)
 
     # 6. evaluate
-    quality, per_image = evaluate_variants(cfg, arts, inputs.fp32, inputs.eval_pairs, inputs.crop_border, out_dir,
-                                           log, progress, baseline, inputs.eval_key)
+    quality, per_image = evaluate_variants(cfg, arts, inputs.fp32, inputs.eval_set, inputs.crop_border, out_dir,
+                                           log, progress, baseline)
     add_niqe_gap(quality, per_image, baseline)
+    heldout_quality = None
+    if inputs.heldout_set is not None:
+        heldout_quality, heldout_rows = evaluate_variants(cfg, arts, inputs.fp32, inputs.heldout_set,
+                                                          inputs.crop_border, out_dir, log, progress, baseline)
+        add_niqe_gap(heldout_quality, heldout_rows, baseline)
 
     # 7. report
     report = assemble_report(cfg, arts, bench, quality, baseline, inputs.scale, inputs.eval_paths, out_dir)
+    if heldout_quality is not None:
+        add_heldout(report, cfg, heldout_quality, len(inputs.heldout_set.pairs))
     report["wall_s"] = round(time.perf_counter() - t_start, 1)
-    add_figures(report, arts, inputs.eval_pairs, out_dir)
+    add_figures(report, arts, inputs.eval_set.pairs, out_dir)
     atomic_write_json(out_dir / "report.json", report)
     atomic_write_text(out_dir / "report.md", render_markdown(report))
     log(f"[7/7] report written: {out_dir / 'report.md'}")

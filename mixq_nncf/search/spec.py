@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 from mixq_nncf.config.plan import LayerPrecision, PrecisionPlan
-from mixq_nncf.config.schema import Config, compression_key, to_dict
+from mixq_nncf.config.schema import Config, compression_key, data_key, to_dict
 from mixq_nncf.errors import MixqError
 
 GRANULARITIES = ("stage", "block", "layer")
@@ -158,7 +158,7 @@ def context_key(cfg: Config, spec: SweepSpec) -> dict:
     comp = compression_key(cfg)
     # the sweep re-plans one calibration with apply_plan, which never fits weight ranges: not part of its key
     (comp.get("initializer") or {}).pop("weight_range", None)
-    return {"model": to_dict(cfg.model), "data": to_dict(cfg.data), "input": to_dict(cfg.input_info),
+    return {"model": to_dict(cfg.model), "data": data_key(cfg), "input": to_dict(cfg.input_info),
             "compression": comp, "export": to_dict(cfg.export),
             "training": to_dict(cfg.training) if spec.mode == "qat" else None, "sweep": spec.key()}
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from mixq_nncf.config.files import config_changes
-from mixq_nncf.config.schema import Config, to_dict
+from mixq_nncf.config.schema import SCORING_ONLY_DATA, Config, to_dict
 from mixq_nncf.errors import MixqError, OutputError
 from mixq_nncf.io_utils import atomic_torch_save, ensure_writable
 from mixq_nncf.quant.checkpoint import save_quantized
@@ -27,7 +27,7 @@ CHECKPOINT_FORMAT = "mixq-nncf/train-state-v1"
 # config keys a resumed run may change: they do not change what is trained (iterations may grow to extend a run)
 RESUME_HARMLESS = ("training.iterations", "training.log_every", "training.checkpoint_every", "training.tensorboard",
                    "training.device", "training.num_workers", "data.eval", "data.eval_lr", "data.eval_max_images",
-                   "data.eval_crop")
+                   "data.eval_crop") + tuple(f"data.{k}" for k in SCORING_ONLY_DATA)
 RESUME_IGNORED_SECTIONS = ("name", "description", "variants", "export", "benchmark", "eval")
 
 
