@@ -57,6 +57,10 @@ RECIPES: dict[str, dict] = {
     "intervals_fast_stats": {**_FAST_INTERVALS_ONLY, "mscn_stats_weight": 1.0},
     "intervals_fast_stats2": {**_FAST_INTERVALS_ONLY, "mscn_stats_weight": 2.0},
     "intervals_fast_stats3": {**_FAST_INTERVALS_ONLY, "mscn_stats_weight": 3.0},
+    # from a mean-min-max start: block outputs distilled too (a denser signal per step), or slow weights beside
+    "intervals_feat": {"lr_g": 1e-9, "lr_quantizers": 1e-3, "feature_distill_weight": 0.1},
+    "intervals_fast_feat": {**_FAST_INTERVALS_ONLY, "feature_distill_weight": 0.1},
+    "weights_slow": {"lr_g": 1e-5, "lr_quantizers": 1e-3},
     "gain": {"detail_gain_weight": 1.0},  # detail kept at the teacher's gain in 3 bands (losses.detail_gain_loss)
     "gain_light": {"detail_gain_weight": 0.3},
     "gain_mid": {"detail_gain_weight": 1.0, "detail_gain_bands": [1.0, 2.0, 4.0]},  # not the finest, noisiest band

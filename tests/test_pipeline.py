@@ -279,9 +279,14 @@ def test_recipe_words_name_a_non_default_range_initialiser():
     pct = json.loads(json.dumps(base))
     pct["compression"]["initializer"] = {"range": {"type": "mean_percentile", "max_percentile": 99.95}}
     assert recipe_of(parse_config(pct), plan) == "QAT int8 + int16 x1, ranges p0.01-p99.95"
-    old = json.loads(json.dumps(base))
-    old["compression"]["initializer"] = {"range": {"type": "mean_min_max"}}
-    assert recipe_of(parse_config(old), plan) == "QAT int8 + int16 x1, ranges mean-min-max"
+    pct["compression"]["initializer"] = {"range": {"type": "mean_percentile"}}
+    assert recipe_of(parse_config(pct), plan) == "QAT int8 + int16 x1, ranges p0.01-p99.99"
+    default = json.loads(json.dumps(base))
+    default["compression"]["initializer"] = {"range": {"type": "mean_min_max"}}
+    assert recipe_of(parse_config(default), plan) == "QAT int8 + int16 x1"
+    other = json.loads(json.dumps(base))
+    other["compression"]["initializer"] = {"range": {"type": "min_max"}}
+    assert recipe_of(parse_config(other), plan) == "QAT int8 + int16 x1, ranges min-max"
 
 
 def test_pipeline_imports_without_openvino_or_pyiqa():
