@@ -52,25 +52,28 @@ def load_inputs(cfg: Config, log: Log) -> RunInputs:
     eval_paths = resolve_images(cfg.data.eval, "eval")
     if cfg.data.eval_max_images:
         eval_paths = eval_paths[: cfg.data.eval_max_images]
-    eval_key = content_key([(p.name, file_hash(p)) for p in eval_paths], cfg.data.eval_lr, cfg.data.eval_crop,
-                           cfg.model.arch, cfg.model.args, weights_key(cfg))
-    lr_paths = resolve_images(cfg.data.eval_lr, "eval") if cfg.data.eval_lr else None
-    eval_pairs = list(EvalPairs(eval_paths, scale, lr_paths=lr_paths, crop=cfg.data.eval_crop))
-    probe = probe_inputs(eval_pairs, cfg.input_info.sample_size[-1])
+    eval_set = _image_set(cfg, "eval", eval_paths, scale, cfg.data.eval_crop, cfg.data.eval_lr, keep_samples=True)
+    probe = probe_inputs(eval_set.pairs, cfg.input_info.sample_size[-1])
     heldout = None
     if cfg.data.heldout:
-        paths = resolve_images(cfg.data.heldout, "heldout")
-        key = content_key([(p.name, file_hash(p)) for p in paths], cfg.data.heldout_crop, cfg.model.arch,
-                          cfg.model.args, weights_key(cfg))
-        heldout = ImageSet("heldout", list(EvalPairs(paths, scale, crop=cfg.data.heldout_crop)), key)
+        heldout = _image_set(cfg, "heldout", resolve_images(cfg.data.heldout, "heldout"), scale,
+                             cfg.data.heldout_crop)
 
     @functools.cache
     def calibration() -> list[torch.Tensor]:
         return calibration_inputs(cfg.data.calibration or cfg.data.train, cfg.data.calibration_samples,
                                   cfg.data.calibration_patch, scale, cfg.data.seed)
 
-    return RunInputs(fp32, scale, crop_border, eval_paths, ImageSet("eval", eval_pairs, eval_key, keep_samples=True),
-                     probe, CachedOutputs(fp32), calibration, heldout)
+    return RunInputs(fp32, scale, crop_border, eval_paths, eval_set, probe, CachedOutputs(fp32), calibration, heldout)
+
+
+def _image_set(cfg: Config, folder: str, paths: list[Path], scale: int, crop: int | None, lr_spec: str | None = None,
+               *, keep_samples: bool = False) -> ImageSet:
+    """Photos and their LR, keyed by their contents, the crop and the fp32 model that scores them."""
+    key = content_key([(p.name, file_hash(p)) for p in paths], lr_spec, crop, cfg.model.arch, cfg.model.args,
+                      weights_key(cfg))
+    lr_paths = resolve_images(lr_spec, folder) if lr_spec else None
+    return ImageSet(folder, list(EvalPairs(paths, scale, lr_paths=lr_paths, crop=crop)), key, keep_samples)
 
 
 def build_variant(name: str, vcfg: Config, index: str, out_dir: Path, inputs: RunInputs,
