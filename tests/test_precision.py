@@ -76,6 +76,18 @@ def test_ir_without_marks_keeps_the_f32_hint(mixed):
     assert precision_config(xml, "default") == {}
 
 
+def test_ir_whose_plan_asks_no_bf16_keeps_its_marks_and_the_f32_hint(mixed, tmp_path):
+    """Marks cannot keep what int8 convs output f32 under the bf16 default; with nothing planned bf16 the f32 hint
+    costs nothing the plan wanted, so the IR is deployed with it."""
+    xml = export_ir(mixed["model"], tmp_path / "f32.xml", example_input=mixed["example"],
+                    float_precision={"conv_hr": "f32"})
+    assert sorted(marked_in_xml(xml)) == ["conv_first", "conv_hr", "conv_last"]
+    meta = read_meta(xml)
+    assert meta["float_precision"] == {"conv_first": "f32", "conv_hr": "f32", "conv_last": "f32"}
+    assert meta["deployment"]["compile_config"] == {"INFERENCE_PRECISION_HINT": "f32"}
+    assert precision_config(xml) == {"INFERENCE_PRECISION_HINT": "f32"}
+
+
 def test_float_precision_names_must_be_float_convs(mixed, tmp_path):
     with pytest.raises(IRError, match=r"body\.0\.conv1, which are not float convolutions"):
         export_ir(mixed["model"], tmp_path / "x.xml", example_input=mixed["example"],

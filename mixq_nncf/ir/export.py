@@ -106,6 +106,11 @@ def _traced(model: nn.Module, example_input: torch.Tensor):
         return model
 
 
+# what export_ir writes for the same model and settings; part of every cache key of an exported IR, so a change
+# here re-exports (2: IRs whose plan asks no bf16 layer are deployed with the f32 hint)
+EXPORT_FORMAT = 2
+
+
 def export_ir(model: nn.Module, xml_path: str | Path, *, example_input: torch.Tensor, dynamic: bool = True,
               compact_16bit: bool = True, meta: Optional[dict] = None, int4_weights: str = "int8_kernels",
               float_precision: Optional[dict[str, str]] = None) -> Path:
@@ -114,7 +119,9 @@ def export_ir(model: nn.Module, xml_path: str | Path, *, example_input: torch.Te
     float_precision: None = the IR carries no per-layer precision and is deployed with INFERENCE_PRECISION_HINT=f32
     (its sidecar says so). A dict maps float (not 8-bit) convolutions, by module name, to "f32" or "bf16"; every
     float conv it does not name is "f32". Those marked f32 carry the ``precise`` rt_info attribute in the .xml, so
-    the IR runs as planned under the CPU plugin's defaults and is deployed with no hint (see ir/precision.py)."""
+    the IR runs as planned under the CPU plugin's defaults and is deployed with no hint (see ir/precision.py) when
+    the plan asks bf16 of some conv; when it asks none, with the f32 hint, which also keeps f32 what int8 convs
+    output (the residual sums fused into them), as NNCF's emulation computes it."""
     ov = _ov()
     xml_path = Path(xml_path)
     xml_path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,6 +142,8 @@ def export_ir(model: nn.Module, xml_path: str | Path, *, example_input: torch.Te
     deploy = PER_LAYER if float_precision is not None else "f32"
     floats = float_convolutions(ov_model) if float_precision is not None else {}
     planned = check_float_precision(float_precision, list(floats), str(xml_path)) if floats or float_precision else {}
+    if deploy == PER_LAYER and "bf16" not in planned.values():
+        deploy = "f32"  # nothing runs bf16 by plan: the hint keeps int8 convs' outputs f32 too (no mark does)
     mark_runtime_options(ov_model, deploy)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=xml_path.parent))
     try:

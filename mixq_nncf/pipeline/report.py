@@ -17,6 +17,17 @@ def _float_precision(ir: Path) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+def _deployment(ir: Path) -> str:
+    """How the IR is compiled where it is deployed, from its sidecar (IRs made elsewhere: the f32 hint)."""
+    from mixq_nncf.ir.deploy import compile_config_of
+    from mixq_nncf.ir.sidecar import read_meta
+
+    config = compile_config_of(read_meta(ir))
+    if config == {}:
+        return "per-layer precision in the IR, no hint"
+    return f"INFERENCE_PRECISION_HINT={(config or {}).get('INFERENCE_PRECISION_HINT', 'f32')}"
+
+
 def _int8_weights(folder: Path) -> dict | None:
     try:
         value = json.loads((folder / INT8_WEIGHTS_FILE).read_text())
@@ -43,8 +54,7 @@ def _variant_row(a: VariantArtifacts, stats: dict, quality: dict, bench: dict, o
         "parity": a.parity,
         "kernels": stats.get("kernels") or a.audit.get("kernel_text", ""),
         "float_precision": float_precision,
-        "deployment": "per-layer precision in the IR, no hint" if float_precision is not None else
-        "INFERENCE_PRECISION_HINT=f32",
+        "deployment": _deployment(a.ir),
         "int8_weights": _int8_weights(a.folder),
         "precision_check": {"notes": a.audit.get("notes") or [], "mismatches": a.audit.get("mismatches") or []},
     }

@@ -165,12 +165,13 @@ def export_variant(cfg: Config, model: nn.Module, probe_ref: CachedOutputs, fold
                    plan: PrecisionPlan | None = None) -> tuple[Path, dict]:
     """The variant's OpenVINO IR (re-exported only when its checkpoint or export settings changed) and its
     torch-vs-OpenVINO parity."""
-    from mixq_nncf.ir.export import check_parity, export_ir, ir_fingerprint
+    from mixq_nncf.ir.export import EXPORT_FORMAT, check_parity, export_ir, ir_fingerprint
 
     xml = folder / "model.xml"
     source = checkpoint if checkpoint.is_file() else None
     floats = float_precision_of(cfg, plan)
-    key = content_key(file_hash(source) if source else None, to_dict(cfg.export), list(probe[0].shape), floats)
+    key = content_key(file_hash(source) if source else None, to_dict(cfg.export), list(probe[0].shape), floats,
+                      EXPORT_FORMAT)
     if ir_matches(xml, key):
         log(f"      IR found: {xml}")
     else:
