@@ -47,15 +47,16 @@ def larger_crops():
     return out
 
 
-@pytest.mark.parametrize("arch", ["rrdbnet_x4", "msrresnet_x4"])
-def test_gptq_removes_most_of_the_error_4bit_weights_add_on_held_out_crops(arch, larger_crops):
+@pytest.mark.parametrize("arch,order", [("rrdbnet_x4", "input"), ("msrresnet_x4", "input"), ("rrdbnet_x4", "act")])
+def test_gptq_removes_most_of_the_error_4bit_weights_add_on_held_out_crops(arch, order, larger_crops):
     """The error 4-bit weights add to the same model with 8-bit weights (same activation quantizers) is what
-    rounding can remove; on a tiny random model the 8-bit activations' share can dominate the total."""
+    rounding can remove; on a tiny random model the 8-bit activations' share can dominate the total. In "act"
+    order the columns are rounded permuted and written back in place: a wrong permutation would not fit."""
     fp32 = tiny(arch)
     calibration, held_out = larger_crops[:4], larger_crops[4:]
     eight = quantize_from_config(_cfg(arch, weights="int8"), calibration=calibration, fp32_model=fp32).model
     nearest = quantize_from_config(_cfg(arch), calibration=calibration, fp32_model=fp32).model
-    rounded = quantize_from_config(_cfg(arch, {"samples": 4, "patch": 48}), calibration=calibration,
+    rounded = quantize_from_config(_cfg(arch, {"samples": 4, "patch": 48, "order": order}), calibration=calibration,
                                    fp32_model=fp32).model
     base = _error(eight, fp32, held_out)
     excess_nearest = _error(nearest, fp32, held_out) - base

@@ -150,6 +150,8 @@ class WeightRounding:
     patch: PositiveInt = 40  # LR centre crop of each, pixels
     damp: PositiveFloat = 0.01  # added to the input moments' diagonal, relative to its mean
     max_bits: PositiveInt = 7
+    # the order input columns are rounded in: "input" (as stored) or "act" (largest input second moment first)
+    order: Annotated[str, Choice(("input", "act"))] = "input"
 
 
 @dataclass(frozen=True)

@@ -186,8 +186,10 @@ def _columns(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 def _gptq_conv(conv: nn.Conv2d, q: SymmetricQuantizer, x_q: list[torch.Tensor], x_fp: list[torch.Tensor],
-               damp: float) -> None:
-    """Round one conv's weights (on-grid values written into conv.weight)."""
+               damp: float, act_order: bool = False) -> None:
+    """Round one conv's weights (on-grid values written into conv.weight). act_order: the input columns with the
+    largest second moment first (GPTQ's "act-order"), so their rounding errors can still be absorbed by many
+    columns instead of few."""
     d = conv.weight[0].numel()
     h = torch.zeros(d, d, dtype=torch.float64)
     cross = torch.zeros(d, d, dtype=torch.float64)
@@ -208,7 +210,10 @@ def _gptq_conv(conv: nn.Conv2d, q: SymmetricQuantizer, x_q: list[torch.Tensor], 
     # a ridge towards W (not towards 0, which would shrink the weights where the inputs are correlated)
     w = w + torch.cholesky_solve((w @ (cross - h_raw)).T, chol).T
     w[:, dead] = 0
-    u = torch.linalg.cholesky(torch.cholesky_inverse(chol), upper=True)
+    perm = torch.argsort(torch.diag(h_raw), descending=True) if act_order else torch.arange(d)
+    h_perm = h[perm][:, perm]
+    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h_perm)), upper=True)
+    w = w[:, perm]
     step = ((q.scale.detach().abs() + q.eps) / q.level_high).reshape(-1, 1).double()
     levels = torch.zeros_like(w)
     for i in range(d):
@@ -217,12 +222,13 @@ def _gptq_conv(conv: nn.Conv2d, q: SymmetricQuantizer, x_q: list[torch.Tensor], 
         levels[:, i: i + 1] = lv
         err = (col - lv * step) / u[i, i]
         w[:, i:] -= err @ u[i: i + 1, i:]
+    levels[:, perm] = levels.clone()
     with torch.no_grad():
         conv.weight.copy_((levels * step).reshape(conv.weight.shape).to(conv.weight.dtype))
 
 
 def _round_block(qb: _QuantizedBlock, block_fp: nn.Module, x_q: list[torch.Tensor], x_fp: list[torch.Tensor],
-                 damp: float) -> None:
+                 damp: float, act_order: bool = False) -> None:
     """GPTQ each low-bit conv of the block in call order, on the inputs of the convs already rounded."""
     fp_inputs, order = _conv_inputs(block_fp, x_fp, list(qb.low_bit))
     for n in order:
@@ -234,7 +240,7 @@ def _round_block(qb: _QuantizedBlock, block_fp: nn.Module, x_q: list[torch.Tenso
         if quantize_input is not None:  # the capture sees the input before the block's input quantizer hook
             with torch.no_grad():
                 q_inputs[n] = [quantize_input(x) for x in q_inputs[n]]
-        _gptq_conv(conv, qb.low_bit[n], q_inputs[n], fp_inputs[n], damp)
+        _gptq_conv(conv, qb.low_bit[n], q_inputs[n], fp_inputs[n], damp, act_order)
 
 
 def _block_error(qb: _QuantizedBlock, x_q: list[torch.Tensor], y_fp: list[torch.Tensor]) -> float:
@@ -287,7 +293,7 @@ def round_weights(qmodel: nn.Module, fp32: nn.Module, sites: dict[str, Quantizer
             elif qb.low_bit:
                 before = _block_error(qb, x_q, y_fp)
                 nearest = {n: qb.convs[n].weight.detach().clone() for n in qb.low_bit}
-                _round_block(qb, block_fp, x_q, x_fp, settings.damp)
+                _round_block(qb, block_fp, x_q, x_fp, settings.damp, settings.order == "act")
                 fit = BlockResult(name, before, _block_error(qb, x_q, y_fp))
                 if fit.no_gain:
                     # the layer-by-layer fit can miss the block's output (dense blocks, correlated errors): the
