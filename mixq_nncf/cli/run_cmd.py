@@ -15,7 +15,7 @@ def add_parser(p: argparse.ArgumentParser, name: str) -> None:
         p.description = (
             "Run the embedded offline demo: Real-ESRGAN x4plus (bundled weights) on the bundled photo set in four "
             "variants (fp32, PTQ int8, QAT int8, QAT mixed int16/int8), exported to OpenVINO, benchmarked on this "
-            "CPU and scored. Takes 12-16 minutes on 2 cores; re-running resumes.")
+            "CPU and scored. Takes 13-17 minutes on 2 cores after set-up; re-running resumes.")
         p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     else:
         p.description = (
